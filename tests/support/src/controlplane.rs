@@ -1,0 +1,341 @@
+//! Starting and stopping one local control plane: etcd, kube-apiserver, kube-controller-manager.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use crate::binaries::{Binaries, fmt_elapsed};
+use crate::certs;
+use crate::process::{Guarded, free_port, log_tail, pids_mentioning};
+
+/// How long each component may take to become ready before start-up is declared failed.
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A running control plane. Dropping it stops every process it started and removes its files.
+pub struct ControlPlane {
+    dir: Option<tempfile::TempDir>,
+    root: PathBuf,
+    server: String,
+    kubeconfig: PathBuf,
+    token: String,
+    /// In start order; stopped in reverse.
+    processes: Vec<Guarded>,
+    /// Removes `root` once this process is gone, for control planes that are never dropped.
+    janitor: Option<(Child, ChildStdin)>,
+}
+
+/// Where each component listens.
+struct Ports {
+    etcd_client: u16,
+    etcd_peer: u16,
+    apiserver: u16,
+    controller_manager: u16,
+}
+
+impl ControlPlane {
+    /// Builds the binaries if needed, starts all three components and waits until they serve.
+    pub async fn start() -> Result<Self> {
+        let binaries = tokio::task::spawn_blocking(Binaries::ensure).await??;
+        // A port found free can be taken by someone else before our process binds it; a fresh
+        // set of ports on a second try is enough for that rare clash.
+        let mut last_error = None;
+        for _ in 0..3 {
+            match Self::start_with(&binaries).await {
+                Ok(cp) => return Ok(cp),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.expect("three attempts were made"))
+    }
+
+    async fn start_with(binaries: &Binaries) -> Result<Self> {
+        let started = Instant::now();
+        let dir = tempfile::Builder::new()
+            .prefix("modelsync-controlplane-")
+            .tempdir()
+            .context("creating a temporary folder for the control plane")?;
+        let root = dir.path().to_path_buf();
+        let keys = certs::write(&root)?;
+        let ports = Ports {
+            etcd_client: free_port()?,
+            etcd_peer: free_port()?,
+            apiserver: free_port()?,
+            controller_manager: free_port()?,
+        };
+        let server = format!("https://127.0.0.1:{}", ports.apiserver);
+        let kubeconfig = root.join("kubeconfig");
+        write_kubeconfig(&kubeconfig, &server, &keys.ca_cert, &keys.admin_token)?;
+
+        let mut cp = ControlPlane {
+            janitor: Some(spawn_janitor(&root)?),
+            dir: Some(dir),
+            root: root.clone(),
+            server,
+            kubeconfig: kubeconfig.clone(),
+            token: keys.admin_token.clone(),
+            processes: Vec::new(),
+        };
+        let http = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(
+                &keys.ca_cert,
+            )?)?)
+            .timeout(Duration::from_secs(5))
+            .build()?;
+
+        let etcd_url = format!("http://127.0.0.1:{}", ports.etcd_client);
+        let peer_url = format!("http://127.0.0.1:{}", ports.etcd_peer);
+        cp.spawn(
+            "etcd",
+            &binaries.etcd,
+            &[
+                "--name=modelsync".into(),
+                format!("--data-dir={}", root.join("etcd").display()),
+                format!("--listen-client-urls={etcd_url}"),
+                format!("--advertise-client-urls={etcd_url}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster=modelsync={peer_url}"),
+                // Test data need not survive a power cut; fsync dominates etcd latency on disks.
+                "--unsafe-no-fsync".into(),
+                "--log-level=warn".into(),
+            ],
+        )?;
+        cp.wait_ready("etcd", || {
+            let http = http.clone();
+            let url = format!("{etcd_url}/health");
+            async move {
+                let body = http.get(url).send().await.ok()?.text().await.ok()?;
+                body.contains("\"health\":\"true\"").then_some(())
+            }
+        })
+        .await?;
+
+        cp.spawn(
+            "kube-apiserver",
+            &binaries.kube_apiserver,
+            &[
+                format!("--etcd-servers={etcd_url}"),
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                format!("--secure-port={}", ports.apiserver),
+                format!("--cert-dir={}", root.join("apiserver-certs").display()),
+                format!("--tls-cert-file={}", keys.serving_cert.display()),
+                format!("--tls-private-key-file={}", keys.serving_key.display()),
+                format!("--client-ca-file={}", keys.ca_cert.display()),
+                format!("--token-auth-file={}", keys.token_file.display()),
+                "--authorization-mode=RBAC".into(),
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+                format!(
+                    "--service-account-key-file={}",
+                    keys.service_account_public_key.display()
+                ),
+                format!(
+                    "--service-account-signing-key-file={}",
+                    keys.service_account_key.display()
+                ),
+                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                "--allow-privileged=true".into(),
+                // No nodes, no pods: nothing needs the kubernetes Service's endpoints.
+                "--endpoint-reconciler-type=none".into(),
+                "--v=1".into(),
+            ],
+        )?;
+        let readyz = format!("{}/readyz", cp.server);
+        let token = cp.token.clone();
+        cp.wait_ready("kube-apiserver", || {
+            let (http, url, token) = (http.clone(), readyz.clone(), token.clone());
+            async move {
+                let res = http.get(url).bearer_auth(token).send().await.ok()?;
+                res.status().is_success().then_some(())
+            }
+        })
+        .await?;
+
+        cp.spawn(
+            "kube-controller-manager",
+            &binaries.kube_controller_manager,
+            &[
+                format!("--kubeconfig={}", kubeconfig.display()),
+                format!("--authentication-kubeconfig={}", kubeconfig.display()),
+                format!("--authorization-kubeconfig={}", kubeconfig.display()),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={}", ports.controller_manager),
+                format!("--cert-dir={}", root.join("controller-manager-certs").display()),
+                // Only what tests rely on: ownerReference garbage collection and namespace
+                // deletion, plus default service accounts so namespaces look like a cluster's.
+                "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller".into(),
+                "--leader-elect=false".into(),
+                "--v=1".into(),
+            ],
+        )?;
+        let kcm_http = reqwest::Client::builder()
+            // Its serving certificate is self-signed at start-up; only liveness is read here.
+            .danger_accept_invalid_certs(true)
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        let healthz = format!("https://127.0.0.1:{}/healthz", ports.controller_manager);
+        cp.wait_ready("kube-controller-manager", || {
+            let (http, url) = (kcm_http.clone(), healthz.clone());
+            async move {
+                let res = http.get(url).send().await.ok()?;
+                res.status().is_success().then_some(())
+            }
+        })
+        .await?;
+        tracing::info!(
+            server = %cp.server,
+            elapsed = %fmt_elapsed(started.elapsed()),
+            "local control plane ready"
+        );
+        Ok(cp)
+    }
+
+    fn spawn(&mut self, name: &str, program: &Path, args: &[String]) -> Result<()> {
+        let log = self.root.join(format!("{name}.log"));
+        let p = Guarded::spawn(name, program, args, &log)?;
+        self.processes.push(p);
+        Ok(())
+    }
+
+    /// Polls `probe` until it answers, failing early with the log tail if the process exits.
+    async fn wait_ready<F, Fut>(&mut self, name: &str, probe: F) -> Result<()>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Option<()>>,
+    {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if probe().await.is_some() {
+                return Ok(());
+            }
+            let proc = self
+                .processes
+                .iter_mut()
+                .find(|p| p.name() == name)
+                .expect("probed processes were spawned");
+            if let Some(status) = proc.exited() {
+                bail!(
+                    "{name} exited ({status}) before it was ready; last lines of {}:\n{}",
+                    proc.log().display(),
+                    log_tail(proc.log(), 25)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{name} was not ready after {}s; last lines of {}:\n{}",
+                    READY_TIMEOUT.as_secs(),
+                    proc.log().display(),
+                    log_tail(proc.log(), 25)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// An admin kubeconfig for kubectl and for controllers under test.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The folder holding this control plane's data, keys and logs.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A client with cluster-admin rights. Make one per test: a client is tied to the runtime
+    /// it was first used on.
+    pub async fn client(&self) -> Result<kube::Client> {
+        let kc = Kubeconfig::read_from(&self.kubeconfig)?;
+        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .context("reading the control plane's kubeconfig")?;
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// Every live process started for this control plane (found by its unique folder).
+    pub fn pids(&self) -> Vec<u32> {
+        pids_mentioning(&self.root.display().to_string())
+    }
+
+    /// Keeps the files after drop (for debugging a failed test); returns their folder.
+    pub fn keep_files(&mut self) -> PathBuf {
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.keep();
+        }
+        if let Some((mut child, stdin)) = self.janitor.take() {
+            let _ = child.kill();
+            drop(stdin);
+            let _ = child.wait();
+        }
+        self.root.clone()
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        // Closing every guard's pipe first lets the three shut down at the same time.
+        for p in self.processes.iter_mut().rev() {
+            p.request_stop();
+        }
+        for p in self.processes.iter_mut().rev() {
+            p.stop();
+        }
+        self.processes.clear();
+        // The temporary folder is removed right after this; the janitor has nothing to do.
+        if let Some((mut child, _stdin)) = self.janitor.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn write_kubeconfig(path: &Path, server: &str, ca: &Path, token: &str) -> Result<()> {
+    let text = format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: modelsync-local
+  cluster:
+    server: {server}
+    certificate-authority: {ca}
+users:
+- name: admin
+  user:
+    token: {token}
+contexts:
+- name: modelsync-local
+  context:
+    cluster: modelsync-local
+    user: admin
+current-context: modelsync-local
+",
+        ca = ca.display()
+    );
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// A shell that removes `root` when its stdin closes: when the control plane is dropped, or when
+/// this process exits without dropping it (a static shared by a test binary is never dropped).
+/// The folder is passed in the environment so the janitor does not count as a control plane
+/// process in [`ControlPlane::pids`].
+fn spawn_janitor(root: &Path) -> Result<(Child, ChildStdin)> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"read _ignored; sleep 7; rm -rf "$MODELSYNC_JANITOR_DIR""#)
+        .env("MODELSYNC_JANITOR_DIR", root)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the control plane's clean-up helper")?;
+    let stdin = child.stdin.take().expect("stdin was piped");
+    Ok((child, stdin))
+}
