@@ -1,0 +1,77 @@
+//! The slice of Tekton's `tekton.dev/v1` PipelineRun that modelsync reads: enough to tell
+//! whether a run is active and how it ended. Everything else is dropped on deserialization,
+//! which keeps the controller's cache of runs small. Runs are created from untyped JSON.
+
+use chrono::{DateTime, Utc};
+use kube::CustomResource;
+use serde::{Deserialize, Serialize};
+
+use crate::modelsync::RunResult;
+
+/// `spec.status` value that asks Tekton to cancel a run.
+pub const SPEC_STATUS_CANCELLED: &str = "Cancelled";
+
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "tekton.dev",
+    version = "v1",
+    kind = "PipelineRun",
+    plural = "pipelineruns",
+    namespaced,
+    status = "PipelineRunStatus",
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineRunSpec {
+    /// `Cancelled`, `CancelledRunFinally`, `StoppedRunFinally` or `PipelineRunPending`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineRunStatus {
+    #[serde(default)]
+    pub conditions: Vec<RunCondition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<DateTime<Utc>>,
+}
+
+/// A knative-style condition as Tekton writes it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunCondition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+impl PipelineRun {
+    /// Where the run stands by its `Succeeded` condition: active until it is True or False.
+    pub fn result(&self) -> RunResult {
+        let cond = self
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Succeeded"));
+        match cond.map(|c| (c.status.as_str(), c.reason.as_str())) {
+            Some(("True", _)) => RunResult::Succeeded,
+            Some(("False", reason)) if reason.starts_with("Cancelled") => RunResult::Cancelled,
+            Some(("False", _)) => RunResult::Failed,
+            _ => RunResult::Running,
+        }
+    }
+
+    /// True once cancellation was asked for, even before Tekton reports it.
+    pub fn cancel_requested(&self) -> bool {
+        self.spec
+            .status
+            .as_deref()
+            .is_some_and(|s| s.starts_with("Cancelled") || s.starts_with("Stopped"))
+    }
+}

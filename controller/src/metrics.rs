@@ -1,0 +1,143 @@
+//! Prometheus metrics, named like controller-runtime's where they mean the same thing.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub controller: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    reconcile_total: Family<ResultLabels, Counter>,
+    reconcile_errors: Family<ResultLabels, Counter>,
+    reconcile_time: Histogram,
+    lambda_requests: Family<OutcomeLabels, Counter>,
+    lambda_duration: Histogram,
+    pub runs_created: Counter,
+    pub runs_cancelled: Counter,
+    pub runs_deleted: Counter,
+    pub status_writes: Counter,
+    pub indexed_runs: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let reconcile_total = Family::<ResultLabels, Counter>::default();
+        let reconcile_errors = Family::<ResultLabels, Counter>::default();
+        let reconcile_time = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let lambda_requests = Family::<OutcomeLabels, Counter>::default();
+        let lambda_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let runs_created = Counter::default();
+        let runs_cancelled = Counter::default();
+        let runs_deleted = Counter::default();
+        let status_writes = Counter::default();
+        let indexed_runs = Gauge::default();
+        registry.register(
+            "controller_runtime_reconcile",
+            "Reconciles per controller and result",
+            reconcile_total.clone(),
+        );
+        registry.register(
+            "controller_runtime_reconcile_errors",
+            "Reconciles that ended in an error",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "controller_runtime_reconcile_time_seconds",
+            "Time per reconcile",
+            reconcile_time.clone(),
+        );
+        registry.register(
+            "modelsync_lambda_requests",
+            "Lambda calls by outcome (yes, no, or the kind of error)",
+            lambda_requests.clone(),
+        );
+        registry.register(
+            "modelsync_lambda_duration_seconds",
+            "Time a lambda took to answer",
+            lambda_duration.clone(),
+        );
+        registry.register(
+            "modelsync_runs_created",
+            "PipelineRuns created",
+            runs_created.clone(),
+        );
+        registry.register(
+            "modelsync_runs_cancelled",
+            "PipelineRuns cancelled under concurrencyPolicy Replace",
+            runs_cancelled.clone(),
+        );
+        registry.register(
+            "modelsync_runs_garbage_collected",
+            "Finished PipelineRuns deleted beyond the history limits",
+            runs_deleted.clone(),
+        );
+        registry.register(
+            "modelsync_status_writes",
+            "ModelSync status updates written",
+            status_writes.clone(),
+        );
+        registry.register(
+            "modelsync_indexed_pipelineruns",
+            "PipelineRuns held in the controller's index",
+            indexed_runs.clone(),
+        );
+        Metrics {
+            registry,
+            reconcile_total,
+            reconcile_errors,
+            reconcile_time,
+            lambda_requests,
+            lambda_duration,
+            runs_created,
+            runs_cancelled,
+            runs_deleted,
+            status_writes,
+            indexed_runs,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn reconciled(&self, took: Duration, result: &'static str) {
+        let labels = ResultLabels {
+            controller: "modelsync",
+            result,
+        };
+        self.reconcile_total.get_or_create(&labels).inc();
+        if result == "error" {
+            self.reconcile_errors.get_or_create(&labels).inc();
+        }
+        self.reconcile_time.observe(took.as_secs_f64());
+    }
+
+    pub fn lambda_called(&self, took: Duration, outcome: &'static str) {
+        self.lambda_requests
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+        self.lambda_duration.observe(took.as_secs_f64());
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

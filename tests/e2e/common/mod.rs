@@ -1,0 +1,300 @@
+//! Harness for end-to-end tests: the shared control plane with the ModelSync CRD, a scripted
+//! lambda process, and the real `modelsync controller` process per test namespace.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::{CustomResourceExt, ResourceExt};
+use modelsync_api::{ModelSync, PipelineRun};
+use modelsync_testenv::process::{Guarded, free_port, log_tail};
+use serde_json::{Value, json};
+
+pub fn control_plane() -> &'static modelsync_testenv::ControlPlane {
+    modelsync_testenv::shared_with_crds(|| vec![ModelSync::crd()])
+}
+
+/// A test's namespace and client.
+pub struct Env {
+    pub client: kube::Client,
+    pub ns: String,
+    pub logs: tempfile::TempDir,
+}
+
+impl Env {
+    pub async fn new(prefix: &str) -> Env {
+        let cp = control_plane();
+        let client = cp.client().await.expect("client for the control plane");
+        let ns = modelsync_testenv::namespace(&client, prefix).await.unwrap();
+        Env {
+            client,
+            ns,
+            logs: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn modelsyncs(&self) -> Api<ModelSync> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub fn runs(&self) -> Api<PipelineRun> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub fn dynamic_runs(&self) -> Api<DynamicObject> {
+        modelsync_testenv::tekton::pipelineruns(&self.client, &self.ns)
+    }
+
+    /// Creates or updates a ModelSync from JSON (server-side apply, as kubectl would).
+    pub async fn apply(&self, body: Value) -> ModelSync {
+        let name = body["metadata"]["name"].as_str().unwrap().to_owned();
+        self.modelsyncs()
+            .patch(
+                &name,
+                &PatchParams::apply("e2e-test").force(),
+                &Patch::Apply(body),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("applying ModelSync {name}: {e}"))
+    }
+
+    pub async fn get(&self, name: &str) -> ModelSync {
+        self.modelsyncs().get(name).await.unwrap()
+    }
+
+    pub async fn runs_of(&self, name: &str) -> Vec<PipelineRun> {
+        let mut runs = self
+            .runs()
+            .list(&ListParams::default().labels(&format!("modelsync.dev/name={name}")))
+            .await
+            .unwrap()
+            .items;
+        runs.sort_by_key(|r| r.metadata.creation_timestamp.clone().map(|t| t.0));
+        runs
+    }
+
+    /// Polls `check` until it returns Some, failing with `what` after `timeout`.
+    pub async fn eventually<T, F, Fut>(&self, timeout: Duration, what: &str, check: F) -> T
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn controller(&self) -> Controller {
+        Controller::start(&self.ns, self.logs.path())
+    }
+}
+
+/// A ModelSync manifest with a one-second poll, for tests.
+pub fn modelsync(name: &str, url: &str, extra_spec: Value) -> Value {
+    let mut spec = json!({
+        "needsSyncUrl": url,
+        "pollInterval": "1s",
+        "lambdaTimeout": "2s",
+        "parameters": [{"needsSyncName": "model", "pipelineName": "model-id"}],
+        "pipelineRunTemplate": {
+            "metadata": {"labels": {"team": "ml"}, "annotations": {"owner": "e2e"}},
+            "spec": {
+                "pipelineRef": {"name": "retrain"},
+                "params": [{"name": "model-id", "value": "placeholder"}, {"name": "keep", "value": "me"}],
+            },
+        },
+    });
+    if let (Value::Object(s), Value::Object(extra)) = (&mut spec, extra_spec) {
+        s.extend(extra);
+    }
+    json!({
+        "apiVersion": "modelsync.dev/v1alpha1",
+        "kind": "ModelSync",
+        "metadata": {"name": name},
+        "spec": spec,
+    })
+}
+
+/// The real `modelsync controller` binary watching one namespace.
+pub struct Controller {
+    proc: Option<Guarded>,
+    ns: String,
+    log: PathBuf,
+    starts: u32,
+}
+
+impl Controller {
+    pub fn start(ns: &str, logs: &Path) -> Controller {
+        let mut c = Controller {
+            proc: None,
+            ns: ns.to_owned(),
+            log: logs.join("controller.log"),
+            starts: 0,
+        };
+        c.restart();
+        c
+    }
+
+    /// Starts the process again (after [`Controller::kill9`]).
+    pub fn restart(&mut self) {
+        let cp = control_plane();
+        self.starts += 1;
+        let args = vec![
+            "controller".to_owned(),
+            format!("--namespace={}", self.ns),
+            "--metrics-addr=127.0.0.1:0".to_owned(),
+        ];
+        // The child reads KUBECONFIG: pass it through a tiny env wrapper, since Guarded
+        // inherits this process's environment.
+        let mut full = vec![
+            format!("KUBECONFIG={}", cp.kubeconfig().display()),
+            "RUST_LOG=info,kube=warn".to_owned(),
+            env!("CARGO_BIN_EXE_modelsync").to_owned(),
+        ];
+        full.extend(args);
+        self.proc = Some(
+            Guarded::spawn("modelsync-controller", Path::new("env"), &full, &self.log)
+                .expect("starting modelsync controller"),
+        );
+    }
+
+    /// The controller's own pid (not its guard's).
+    fn pid(&self) -> Option<u32> {
+        let marker = format!("--namespace={}", self.ns);
+        modelsync_testenv::process::pids_mentioning(&marker)
+            .into_iter()
+            .find(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim() == "modelsync")
+            })
+    }
+
+    /// Kills the controller with SIGKILL: no clean-up, like a node dying.
+    pub fn kill9(&mut self) {
+        for _ in 0..100 {
+            if let Some(pid) = self.pid() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if let Some(mut p) = self.proc.take() {
+            p.stop();
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.log, 40)
+    }
+}
+
+/// The scripted Python lambda (`tests/e2e/scripted_lambda.py`), as a real process.
+pub struct Lambda {
+    _proc: Guarded,
+    pub base: String,
+    http: reqwest::Client,
+}
+
+impl Lambda {
+    pub async fn start(logs: &Path) -> Lambda {
+        let port = free_port().unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e/scripted_lambda.py");
+        let proc = Guarded::spawn(
+            "scripted-lambda",
+            Path::new("python3"),
+            &[script.display().to_string(), port.to_string()],
+            &logs.join(format!("lambda-{port}.log")),
+        )
+        .expect("python3 is needed for the scripted lambda");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while http.get(format!("{base}/_calls")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "scripted lambda did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Lambda {
+            _proc: proc,
+            base,
+            http,
+        }
+    }
+
+    pub fn url(&self, route: &str) -> String {
+        format!("{}/{route}", self.base)
+    }
+
+    /// Sets what `GET /<route>` answers.
+    pub async fn script(&self, route: &str, script: Value) {
+        self.http
+            .put(format!("{}/_script/{route}", self.base))
+            .json(&script)
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+    }
+
+    /// Answers `200` with this JSON.
+    pub async fn answer(&self, route: &str, answer: Value) {
+        self.script(route, json!({"json": answer})).await;
+    }
+
+    pub async fn calls(&self, route: &str) -> u64 {
+        let all: Value = self
+            .http
+            .get(format!("{}/_calls", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        all[format!("/{route}")]["count"].as_u64().unwrap_or(0)
+    }
+
+    pub async fn last_headers(&self, route: &str) -> Value {
+        let all: Value = self
+            .http
+            .get(format!("{}/_calls", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        all[format!("/{route}")]["last_headers"].clone()
+    }
+}
+
+/// The `Ready` condition's (status, reason, message).
+pub fn ready(ms: &ModelSync) -> Option<(String, String, String)> {
+    ms.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+pub fn active_runs(runs: &[PipelineRun]) -> Vec<String> {
+    runs.iter()
+        .filter(|r| {
+            r.result() == modelsync_api::modelsync::RunResult::Running && !r.cancel_requested()
+        })
+        .map(|r| r.name_any())
+        .collect()
+}
