@@ -19,7 +19,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use modelsync_api::modelsync::LABEL_NAME;
 use modelsync_api::{ModelSync, PipelineRun};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::metrics::Metrics;
 use crate::reconcile::{Context, error_policy, reconcile};
@@ -38,6 +38,19 @@ pub struct ControllerArgs {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080", env = "MODELSYNC_METRICS_ADDR")]
     pub metrics_addr: SocketAddr,
+    /// Run only while holding a Lease, so several replicas can run with one active.
+    #[arg(long, env = "MODELSYNC_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Namespace of the leader-election Lease (default: the pod's namespace, else `default`).
+    #[arg(long, env = "MODELSYNC_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        default_value = "modelsync-controller",
+        env = "MODELSYNC_LEADER_ELECTION_ID"
+    )]
+    pub leader_election_id: String,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "MODELSYNC_LOG_FORMAT")]
     pub log_format: LogFormat,
@@ -166,6 +179,36 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
         }
     });
 
+    // Serve /healthz while waiting to lead; /readyz turns ready only once leading and synced.
+    let elector = if args.leader_elect {
+        let ns = args
+            .leader_election_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .or_else(|| {
+                std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+                    .ok()
+            })
+            .unwrap_or_else(|| "default".to_owned());
+        let identity = std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
+        let elector = crate::lease::Elector {
+            api: Api::namespaced(client.clone(), &ns),
+            name: args.leader_election_id.clone(),
+            identity,
+            lease_duration: Duration::from_secs(15),
+        };
+        elector.acquire().await.with_context(|| {
+            format!(
+                "taking the leader-election Lease {ns}/{}",
+                args.leader_election_id
+            )
+        })?;
+        Some(elector)
+    } else {
+        None
+    };
+
     let (modelsyncs, runs_api): (Api<ModelSync>, Api<PipelineRun>) = match &args.namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
@@ -219,8 +262,27 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
         concurrency = args.concurrency,
         "modelsync controller starting"
     );
+    // The shutdown future must be Sync, which a future holding API calls is not: the Lease
+    // is held in its own task, which reports losing it through a channel.
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
+    match elector {
+        Some(elector) => {
+            tokio::spawn(async move {
+                elector.hold().await;
+                let _ = lost_tx.send(());
+            });
+        }
+        // Without a Lease the sender is dropped and the branch below is never taken.
+        None => drop(lost_tx),
+    }
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            Ok(()) = lost_rx => warn!("stopping: no longer the leader"),
+        }
+    };
     controller
-        .graceful_shutdown_on(shutdown_signal())
+        .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
         .await;
@@ -245,4 +307,10 @@ async fn shutdown_signal() {
         }
         std::process::exit(130);
     });
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "modelsync".to_owned())
 }

@@ -5,6 +5,7 @@
 //! ([`lambda_client`], [`reconcile`], [`run_index`]) so both are easy to test.
 
 pub mod lambda_client;
+pub mod lease;
 pub mod metrics;
 pub mod plan;
 pub mod reconcile;

@@ -640,3 +640,57 @@ async fn killed_at_random_moments_never_two_active_runs_never_an_orphan() {
         controller.log_tail()
     );
 }
+
+#[tokio::test]
+async fn with_leader_election_one_replica_works_and_another_takes_over() {
+    let env = Env::new("leader").await;
+    let lambda = Lambda::start(env.logs.path()).await;
+    lambda.answer("l", json!({"needsSync": false})).await;
+    let flags = [
+        "--leader-elect",
+        &format!("--leader-election-namespace={}", env.ns),
+    ];
+    let mut first = common::Controller::start_with(&env.ns, env.logs.path(), &flags);
+    env.eventually(WAIT, "a leader", || async {
+        first.log().contains("became leader").then_some(())
+    })
+    .await;
+    let second = common::Controller::start_with(&env.ns, env.logs.path(), &flags);
+    env.apply(modelsync("l", &lambda.url("l"), json!({}))).await;
+    env.eventually(WAIT, "polls by the leader", || async {
+        (lambda.calls("l").await >= 2).then_some(())
+    })
+    .await;
+    env.eventually(WAIT, "the second replica waiting", || async {
+        second.log().contains("another replica leads").then_some(())
+    })
+    .await;
+    assert!(!second.log().contains("became leader"));
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(env.client.clone(), &env.ns);
+    let lease = leases.get("modelsync-controller").await.unwrap();
+    let holder = lease.spec.unwrap().holder_identity.unwrap();
+
+    // The leader dies without a word; after its lease lapses the other one leads and polls.
+    first.kill9();
+    env.eventually(
+        Duration::from_secs(60),
+        "the second replica leading",
+        || async { second.log().contains("became leader").then_some(()) },
+    )
+    .await;
+    let new_holder = leases
+        .get("modelsync-controller")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity
+        .unwrap();
+    assert_ne!(holder, new_holder);
+    let calls = lambda.calls("l").await;
+    env.eventually(WAIT, "polls by the new leader", || async {
+        (lambda.calls("l").await >= calls + 2).then_some(())
+    })
+    .await;
+}

@@ -130,16 +130,25 @@ pub struct Controller {
     proc: Option<Guarded>,
     ns: String,
     log: PathBuf,
-    starts: u32,
+    /// `--metrics-addr=127.0.0.1:<port>`, unique per controller: finds its pid.
+    marker: String,
+    extra: Vec<String>,
 }
 
 impl Controller {
     pub fn start(ns: &str, logs: &Path) -> Controller {
+        Self::start_with(ns, logs, &[])
+    }
+
+    /// With extra flags, e.g. `--leader-elect`.
+    pub fn start_with(ns: &str, logs: &Path, extra: &[&str]) -> Controller {
+        let port = free_port().unwrap();
         let mut c = Controller {
             proc: None,
             ns: ns.to_owned(),
-            log: logs.join("controller.log"),
-            starts: 0,
+            log: logs.join(format!("controller-{port}.log")),
+            marker: format!("--metrics-addr=127.0.0.1:{port}"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         c.restart();
         c
@@ -148,12 +157,12 @@ impl Controller {
     /// Starts the process again (after [`Controller::kill9`]).
     pub fn restart(&mut self) {
         let cp = control_plane();
-        self.starts += 1;
-        let args = vec![
+        let mut args = vec![
             "controller".to_owned(),
             format!("--namespace={}", self.ns),
-            "--metrics-addr=127.0.0.1:0".to_owned(),
+            self.marker.clone(),
         ];
+        args.extend(self.extra.iter().cloned());
         // The child reads KUBECONFIG: pass it through a tiny env wrapper, since Guarded
         // inherits this process's environment.
         let mut full = vec![
@@ -170,8 +179,7 @@ impl Controller {
 
     /// The controller's own pid (not its guard's).
     fn pid(&self) -> Option<u32> {
-        let marker = format!("--namespace={}", self.ns);
-        modelsync_testenv::process::pids_mentioning(&marker)
+        modelsync_testenv::process::pids_mentioning(&self.marker)
             .into_iter()
             .find(|pid| {
                 std::fs::read_to_string(format!("/proc/{pid}/comm"))
@@ -193,6 +201,11 @@ impl Controller {
         if let Some(mut p) = self.proc.take() {
             p.stop();
         }
+    }
+
+    /// The log, for finding out which replica did what.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     pub fn log_tail(&self) -> String {
