@@ -3,8 +3,8 @@
 //! State lives in `target/cluster/`: `kubeconfig`, `state.json` (pid and server of the process
 //! keeping the control plane alive) and, for `--detach`, `cluster.log`.
 
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
@@ -59,7 +59,10 @@ fn alive(pid: u32) -> bool {
 
 pub fn run(cmd: Command) -> Result<()> {
     match cmd {
-        Command::Up { detach: true, supervise: false } => detach(),
+        Command::Up {
+            detach: true,
+            supervise: false,
+        } => detach(),
         Command::Up { .. } => foreground(),
         Command::Down => down(),
         Command::Status => status(),
@@ -185,12 +188,18 @@ fn detach() -> Result<()> {
 
 fn down() -> Result<()> {
     let Some(state) = read_state() else {
-        println!("no local control plane is running (no {})", state_file().display());
+        println!(
+            "no local control plane is running (no {})",
+            state_file().display()
+        );
         return Ok(());
     };
     if !alive(state.pid) {
         let _ = std::fs::remove_file(state_file());
-        println!("the control plane (pid {}) had already stopped; cleaned up its state", state.pid);
+        println!(
+            "the control plane (pid {}) had already stopped; cleaned up its state",
+            state.pid
+        );
         return Ok(());
     }
     let ok = Process::new("kill")
@@ -204,7 +213,11 @@ fn down() -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while alive(state.pid) {
         if Instant::now() > deadline {
-            bail!("pid {} did not stop within 30s; kill it with `kill -9 {}`", state.pid, state.pid);
+            bail!(
+                "pid {} did not stop within 30s; kill it with `kill -9 {}`",
+                state.pid,
+                state.pid
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -53,8 +53,8 @@ pub fn sources_dir() -> PathBuf {
 }
 
 fn required_version(go_mod: &Path, module: &str) -> Result<String> {
-    let text = std::fs::read_to_string(go_mod)
-        .with_context(|| format!("reading {}", go_mod.display()))?;
+    let text =
+        std::fs::read_to_string(go_mod).with_context(|| format!("reading {}", go_mod.display()))?;
     text.lines()
         .map(|l| l.trim().trim_start_matches("require").trim())
         .find_map(|l| {
@@ -134,13 +134,26 @@ fn build(versions: &Versions, out: &Path) -> Result<()> {
     ));
     go_build(
         &src,
-        &["-ldflags", &k8s_ldflags, "-o", &dir_arg(out), "./kube-apiserver", "./kube-controller-manager"],
+        &[
+            "-ldflags",
+            &k8s_ldflags,
+            "-o",
+            &dir_arg(out),
+            "./kube-apiserver",
+            "./kube-controller-manager",
+        ],
         "kube-apiserver, kube-controller-manager",
         out,
     )?;
     go_build(
         &src.join("etcd"),
-        &["-ldflags", "-s -w", "-o", &out.join("etcd").to_string_lossy(), "."],
+        &[
+            "-ldflags",
+            "-s -w",
+            "-o",
+            &out.join("etcd").to_string_lossy(),
+            ".",
+        ],
         "etcd",
         out,
     )?;
@@ -168,7 +181,10 @@ fn which_go() -> Result<()> {
 }
 
 fn go_build(dir: &Path, args: &[&str], what: &str, out: &Path) -> Result<()> {
-    let log_path = out.join(format!("build-{}.log", what.split(',').next().unwrap_or(what)));
+    let log_path = out.join(format!(
+        "build-{}.log",
+        what.split(',').next().unwrap_or(what)
+    ));
     let log = std::fs::File::create(&log_path)?;
     let mut child = Command::new("go")
         .arg("build")
@@ -186,7 +202,10 @@ fn go_build(dir: &Path, args: &[&str], what: &str, out: &Path) -> Result<()> {
     loop {
         if let Some(status) = child.try_wait()? {
             if status.success() {
-                progress(&format!("built {what} in {}", fmt_elapsed(started.elapsed())));
+                progress(&format!(
+                    "built {what} in {}",
+                    fmt_elapsed(started.elapsed())
+                ));
                 return Ok(());
             }
             let tail = crate::process::log_tail(&log_path, 30);

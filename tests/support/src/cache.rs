@@ -11,8 +11,9 @@ pub fn root() -> Result<PathBuf> {
     let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
         Some(dir) => PathBuf::from(dir),
         None => {
-            let home = std::env::var_os("HOME")
-                .context("neither XDG_CACHE_HOME nor HOME is set: set one so tools can be cached")?;
+            let home = std::env::var_os("HOME").context(
+                "neither XDG_CACHE_HOME nor HOME is set: set one so tools can be cached",
+            )?;
             PathBuf::from(home).join(".cache")
         }
     };
@@ -41,7 +42,8 @@ fn get_or_make_in(
         return Ok(dir);
     }
     let parent = dir.parent().unwrap_or(root).to_path_buf();
-    fs::create_dir_all(&parent).with_context(|| format!("creating cache folder {}", parent.display()))?;
+    fs::create_dir_all(&parent)
+        .with_context(|| format!("creating cache folder {}", parent.display()))?;
     let lock_path = sibling(&dir, "lock");
     let lock = File::create(&lock_path)
         .with_context(|| format!("creating lock file {}", lock_path.display()))?;

@@ -5,6 +5,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use base64::Engine;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::binaries::{Binaries, fmt_elapsed};
@@ -297,6 +298,7 @@ impl Drop for ControlPlane {
     }
 }
 
+/// The CA is embedded, not referenced, so a copy of the kubeconfig works from anywhere.
 fn write_kubeconfig(path: &Path, server: &str, ca: &Path, token: &str) -> Result<()> {
     let text = format!(
         "apiVersion: v1
@@ -305,7 +307,7 @@ clusters:
 - name: modelsync-local
   cluster:
     server: {server}
-    certificate-authority: {ca}
+    certificate-authority-data: {ca}
 users:
 - name: admin
   user:
@@ -317,7 +319,8 @@ contexts:
     user: admin
 current-context: modelsync-local
 ",
-        ca = ca.display()
+        ca = base64::engine::general_purpose::STANDARD
+            .encode(std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?)
     );
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }

@@ -132,11 +132,11 @@ mod tests {
     #[test]
     fn only_v1_survives_without_webhook() {
         let mut crd = serde_json::json!({"spec": {
-            "conversion": {"strategy": "Webhook", "webhook": {}},
-            "versions": [
-                {"name": "v1beta1", "served": true, "storage": false},
-                {"name": "v1", "served": true, "storage": false},
-            ]}});
+        "conversion": {"strategy": "Webhook", "webhook": {}},
+        "versions": [
+            {"name": "v1beta1", "served": true, "storage": false},
+            {"name": "v1", "served": true, "storage": false},
+        ]}});
         assert!(keep_only_v1(&mut crd));
         assert!(crd["spec"].get("conversion").is_none());
         assert_eq!(crd["spec"]["versions"].as_array().unwrap().len(), 1);

@@ -22,7 +22,13 @@ grace=$1; shift
 exec 3<&0
 "$@" </dev/null &
 child=$!
-{ read _ignored <&3; kill -TERM "$child" 2>/dev/null; sleep "$grace"; kill -KILL "$child" 2>/dev/null; } &
+{
+  read _ignored <&3
+  kill -TERM "$child" 2>/dev/null
+  n=0
+  while kill -0 "$child" 2>/dev/null && [ "$n" -lt $((grace * 10)) ]; do sleep 0.1; n=$((n + 1)); done
+  kill -KILL "$child" 2>/dev/null
+} &
 watcher=$!
 wait "$child"
 status=$?
@@ -135,7 +141,11 @@ pub fn pids_mentioning(needle: &str) -> Vec<u32> {
     };
     let mut pids = Vec::new();
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         // A zombie has an empty command line and holds nothing, so it does not count.
@@ -162,14 +172,22 @@ mod tests {
         let args = [marker.display().to_string()];
         let log = dir.path().join("log");
         // `sh prog.sh <marker>` carries the marker on its command line for pids_mentioning.
-        let mut g = Guarded::spawn("t", Path::new("sh"), &[script.display().to_string(), args[0].clone()], &log)
-            .unwrap();
+        let mut g = Guarded::spawn(
+            "t",
+            Path::new("sh"),
+            &[script.display().to_string(), args[0].clone()],
+            &log,
+        )
+        .unwrap();
         let needle = marker.display().to_string();
         let deadline = Instant::now() + Duration::from_secs(5);
         while pids_mentioning(&needle).is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert!(!pids_mentioning(&needle).is_empty(), "program did not start");
+        assert!(
+            !pids_mentioning(&needle).is_empty(),
+            "program did not start"
+        );
         assert!(g.exited().is_none());
         drop(g);
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -76,11 +76,7 @@ pub async fn finish(
             "Failed",
             "Tasks Completed: 1 (Failed: 1, Cancelled 0), Skipped: 0",
         ),
-        Outcome::Cancelled => (
-            "False",
-            "Cancelled",
-            "PipelineRun was cancelled",
-        ),
+        Outcome::Cancelled => ("False", "Cancelled", "PipelineRun was cancelled"),
     };
     patch_status(
         client,

@@ -19,7 +19,9 @@ fn pipelinerun(name: &str, spec: serde_json::Value) -> DynamicObject {
 async fn api_server_enforces_tekton_schema() {
     let cp = modelsync_testenv::shared();
     let client = cp.client().await.unwrap();
-    let ns = modelsync_testenv::namespace(&client, "schema").await.unwrap();
+    let ns = modelsync_testenv::namespace(&client, "schema")
+        .await
+        .unwrap();
 
     let cm = ConfigMap {
         metadata: ObjectMeta {
@@ -102,7 +104,9 @@ async fn deleting_an_owner_deletes_what_it_owns() {
     };
     cms.create(&PostParams::default(), &owned).await.unwrap();
 
-    cms.delete("owner", &DeleteParams::background()).await.unwrap();
+    cms.delete("owner", &DeleteParams::background())
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while cms.get_opt("owned").await.unwrap().is_some() {
         assert!(
@@ -117,7 +121,9 @@ async fn deleting_an_owner_deletes_what_it_owns() {
 async fn tekton_stand_in_drives_runs_to_success_and_failure() {
     let cp = modelsync_testenv::shared();
     let client = cp.client().await.unwrap();
-    let ns = modelsync_testenv::namespace(&client, "standin").await.unwrap();
+    let ns = modelsync_testenv::namespace(&client, "standin")
+        .await
+        .unwrap();
     let runs = tekton::pipelineruns(&client, &ns);
     for name in ["passes", "fails"] {
         runs.create(
@@ -126,7 +132,10 @@ async fn tekton_stand_in_drives_runs_to_success_and_failure() {
         )
         .await
         .unwrap();
-        assert_eq!(tekton::succeeded_condition(&runs.get(name).await.unwrap()), None);
+        assert_eq!(
+            tekton::succeeded_condition(&runs.get(name).await.unwrap()),
+            None
+        );
         tekton::start(&client, &ns, name).await.unwrap();
         let running = runs.get(name).await.unwrap();
         assert_eq!(
@@ -137,8 +146,12 @@ async fn tekton_stand_in_drives_runs_to_success_and_failure() {
         assert!(running.data["status"]["completionTime"].is_null());
     }
 
-    tekton::finish(&client, &ns, "passes", Outcome::Succeeded).await.unwrap();
-    tekton::finish(&client, &ns, "fails", Outcome::Failed).await.unwrap();
+    tekton::finish(&client, &ns, "passes", Outcome::Succeeded)
+        .await
+        .unwrap();
+    tekton::finish(&client, &ns, "fails", Outcome::Failed)
+        .await
+        .unwrap();
     let passed = runs.get("passes").await.unwrap();
     assert_eq!(
         tekton::succeeded_condition(&passed),
@@ -176,7 +189,10 @@ async fn dropping_the_handle_leaves_no_process_behind() {
         if left.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "processes left after drop: {left:?}");
+        assert!(
+            Instant::now() < deadline,
+            "processes left after drop: {left:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(!root.exists(), "{} was not removed", root.display());
