@@ -694,3 +694,23 @@ async fn with_leader_election_one_replica_works_and_another_takes_over() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn without_the_crd_the_controller_fails_fast_saying_what_to_install() {
+    // A control plane of its own, with no CRD at all.
+    let bare = modelsync_testenv::ControlPlane::start().await.unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_modelsync"))
+        .args(["controller", "--metrics-addr=127.0.0.1:0"])
+        .env("KUBECONFIG", bare.kubeconfig())
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), out)
+        .await
+        .expect("the controller did not fail fast")
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("modelsyncs.modelsync.dev") && stderr.contains("kubectl apply"),
+        "{stderr}"
+    );
+}
