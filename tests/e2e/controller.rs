@@ -281,6 +281,12 @@ async fn idle_polls_write_nothing() {
         .await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     let polls = lambda.calls("idle").await - calls;
+    let writes = if env.get("idle").await.resource_version() == rv {
+        0
+    } else {
+        1
+    };
+    eprintln!("idle: {polls} polls, {writes} status writes");
     assert!(polls >= 4, "only {polls} polls in 6s");
     assert_eq!(
         env.get("idle").await.resource_version(),
@@ -712,5 +718,55 @@ async fn without_the_crd_the_controller_fails_fast_saying_what_to_install() {
     assert!(
         stderr.contains("modelsyncs.modelsync.dev") && stderr.contains("kubectl apply"),
         "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn the_api_server_enforces_the_modelsync_schema() {
+    let env = Env::new("schema").await;
+    let bad = [
+        ("no url", json!({"pipelineRunTemplate": {"spec": {}}})),
+        (
+            "bad duration",
+            json!({"needsSyncUrl": "http://x", "pollInterval": "5 minutes", "pipelineRunTemplate": {"spec": {}}}),
+        ),
+        (
+            "negative limit",
+            json!({"needsSyncUrl": "http://x", "failedPipelineRunsHistoryLimit": -1, "pipelineRunTemplate": {"spec": {}}}),
+        ),
+        (
+            "unknown policy",
+            json!({"needsSyncUrl": "http://x", "concurrencyPolicy": "Allow", "pipelineRunTemplate": {"spec": {}}}),
+        ),
+    ];
+    for (what, spec) in bad {
+        let body = json!({"apiVersion": "modelsync.dev/v1alpha1", "kind": "ModelSync",
+                          "metadata": {"name": "bad"}, "spec": spec});
+        let res = env
+            .modelsyncs()
+            .patch(
+                "bad",
+                &kube::api::PatchParams::apply("e2e-test"),
+                &kube::api::Patch::Apply(body),
+            )
+            .await;
+        assert!(
+            matches!(res, Err(kube::Error::Api(ref s)) if s.code == 422),
+            "{what} accepted: {res:?}"
+        );
+    }
+    // Defaults are filled in by the API server.
+    let ms = env
+        .apply(json!({"apiVersion": "modelsync.dev/v1alpha1", "kind": "ModelSync",
+                      "metadata": {"name": "defaults"},
+                      "spec": {"needsSyncUrl": "http://x", "pipelineRunTemplate": {"spec": {"pipelineRef": {"name": "p"}}}}}))
+        .await;
+    assert_eq!(ms.spec.poll_interval, "1m");
+    assert_eq!(ms.spec.lambda_timeout, "10s");
+    assert_eq!(ms.spec.successful_pipeline_runs_history_limit, 3);
+    assert_eq!(ms.spec.failed_pipeline_runs_history_limit, 1);
+    assert_eq!(
+        ms.spec.concurrency_policy,
+        modelsync_api::modelsync::ConcurrencyPolicy::Forbid
     );
 }
