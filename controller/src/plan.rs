@@ -18,6 +18,10 @@ pub struct Gate {
     pub active_runs: usize,
     /// The poll schedule says it is time (or this ModelSync was never polled by this process).
     pub poll_due: bool,
+    /// The newest run finished less than one poll interval ago. What it produced (a model, a
+    /// merged pin) takes a moment to reach the lambda's view (a mirror period, a registry
+    /// sync); asking at once would often get a stale "yes" and start the same work again.
+    pub run_finished_recently: bool,
     /// A `modelsync.dev/requested-at` value not handled yet.
     pub requested: bool,
     /// `metadata.generation` differs from `status.observedGeneration`.
@@ -46,7 +50,7 @@ pub fn gate(g: &Gate) -> GateDecision {
         GateDecision::TooManyActive
     } else if g.active_runs == 1 && g.policy == ConcurrencyPolicy::Forbid {
         GateDecision::WaitForActiveRun
-    } else if g.poll_due || g.requested || g.spec_changed {
+    } else if g.requested || g.spec_changed || (g.poll_due && !g.run_finished_recently) {
         GateDecision::CallLambda
     } else {
         GateDecision::NotDue
@@ -166,6 +170,18 @@ mod tests {
             GateDecision::TooManyActive
         );
         assert_eq!(gate(&Gate::default()), GateDecision::NotDue);
+        let just_finished = Gate {
+            run_finished_recently: true,
+            ..due.clone()
+        };
+        assert_eq!(gate(&just_finished), GateDecision::NotDue);
+        assert_eq!(
+            gate(&Gate {
+                requested: true,
+                ..just_finished
+            }),
+            GateDecision::CallLambda
+        );
         for forced in [
             Gate {
                 requested: true,

@@ -13,7 +13,7 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParam
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
-use modelsync_api::modelsync::{ANNOTATION_REQUESTED_AT, Decision};
+use modelsync_api::modelsync::{ANNOTATION_REQUESTED_AT, Decision, RunResult};
 use modelsync_api::pipelinerun::{PipelineRunSpec, SPEC_STATUS_CANCELLED};
 use modelsync_api::{ModelSync, PipelineRun};
 use serde_json::json;
@@ -254,7 +254,15 @@ async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> 
         .filter(|v| prev.last_handled_requested_at.as_ref() != Some(*v))
         .cloned();
     let poll = ctx.poll_state(&uid);
+    let finished_at = runs
+        .newest()
+        .filter(|r| r.result() != RunResult::Running)
+        .and_then(|r| r.status.as_ref()?.completion_time);
+    let settle_until =
+        finished_at.map(|t| t + chrono::Duration::from_std(interval).unwrap_or_default());
+    let run_finished_recently = settle_until.is_some_and(|t| t > Utc::now());
     let gate = plan::gate(&plan::Gate {
+        run_finished_recently,
         suspend: spec.suspend,
         policy: spec.concurrency_policy,
         active_runs: active.len(),
@@ -282,11 +290,12 @@ async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> 
         GateDecision::NotDue => {
             obs.phase = steady_phase(&prev, active.first().map(|r| r.name_any()));
             if let Some(p) = poll {
-                requeue = p
-                    .next_due
-                    .saturating_duration_since(now)
-                    .max(Duration::from_millis(10));
+                requeue = p.next_due.saturating_duration_since(now);
             }
+            if let Some(t) = settle_until.filter(|_| run_finished_recently) {
+                requeue = requeue.max((t - Utc::now()).to_std().unwrap_or_default());
+            }
+            requeue = requeue.max(Duration::from_millis(10));
         }
         GateDecision::CallLambda => {
             if let Err(e) = template::v1_spec(&spec.pipeline_run_template) {
@@ -455,7 +464,7 @@ async fn ask_and_act(
                             name: run_name,
                             start_time: None,
                             completion_time: None,
-                            result: modelsync_api::modelsync::RunResult::Running,
+                            result: RunResult::Running,
                         });
                     }
                     Created::Rejected(msg) => obs.phase = Phase::InvalidTemplate(msg),

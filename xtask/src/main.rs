@@ -1,6 +1,7 @@
-//! Developer tasks: `cargo xtask cluster up|down|status|build`.
+//! Developer tasks: `cargo xtask demo`, `cargo xtask cluster up|down|status|build`.
 
 mod cluster;
+mod demo;
 
 use clap::{Parser, Subcommand};
 
@@ -16,10 +17,14 @@ enum Command {
     /// A local control plane (etcd, kube-apiserver, kube-controller-manager) with Tekton's CRDs.
     #[command(subcommand)]
     Cluster(cluster::Command),
+    /// The whole loop on a local control plane, narrated: lambdas decide, runs start and
+    /// finish, a model is trained, a pull request bumps it, old runs are collected.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Cluster(cmd) => cluster::run(cmd),
+        Command::Demo(args) => demo::run(args),
     }
 }

@@ -1,0 +1,166 @@
+//! A local stand-in for GitHub's pull request API, enough for `modelsync bump-pr` to open,
+//! find and update one pull request, and for the demo to mark it merged. The demo says plainly
+//! that this is a stand-in.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, patch};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+#[derive(Clone, Debug)]
+pub struct Pr {
+    pub number: u64,
+    pub title: String,
+    pub body: String,
+    pub head: String,
+    pub base: String,
+    pub open: bool,
+    pub merged: bool,
+}
+
+#[derive(Clone, Default)]
+pub struct GitHub {
+    prs: Arc<Mutex<Vec<Pr>>>,
+    base_url: Arc<Mutex<String>>,
+}
+
+impl GitHub {
+    /// Serves on a free loopback port; returns the API root for `--github-api`.
+    pub async fn start() -> anyhow::Result<(GitHub, String)> {
+        let gh = GitHub::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr: SocketAddr = listener.local_addr()?;
+        let base = format!("http://{addr}");
+        *gh.base_url.lock().unwrap() = base.clone();
+        let app = Router::new()
+            .route("/repos/{owner}/{repo}/pulls", get(list).post(create))
+            .route("/repos/{owner}/{repo}/pulls/{number}", patch(update))
+            .with_state(gh.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok((gh, base))
+    }
+
+    pub fn pr(&self, number: u64) -> Option<Pr> {
+        self.prs
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|p| p.number == number)
+            .cloned()
+    }
+
+    pub fn mark_merged(&self, number: u64) {
+        if let Some(p) = self
+            .prs
+            .lock()
+            .unwrap()
+            .iter_mut()
+            .find(|p| p.number == number)
+        {
+            p.open = false;
+            p.merged = true;
+        }
+    }
+
+    fn json(&self, owner: &str, repo: &str, pr: &Pr) -> Value {
+        let base = self.base_url.lock().unwrap().clone();
+        json!({
+            "id": 1000 + pr.number,
+            "node_id": format!("PR_{}", pr.number),
+            "number": pr.number,
+            "url": format!("{base}/repos/{owner}/{repo}/pulls/{}", pr.number),
+            "html_url": format!("{base}/{owner}/{repo}/pull/{}", pr.number),
+            "state": if pr.open { "open" } else { "closed" },
+            "locked": false,
+            "draft": false,
+            "title": pr.title,
+            "body": pr.body,
+            "merged_at": if pr.merged { json!("2026-01-01T00:00:00Z") } else { Value::Null },
+            "head": {"ref": pr.head, "sha": "0000000000000000000000000000000000000000", "label": format!("{owner}:{}", pr.head)},
+            "base": {"ref": pr.base, "sha": "0000000000000000000000000000000000000000"},
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    head: Option<String>,
+    state: Option<String>,
+}
+
+async fn list(
+    State(gh): State<GitHub>,
+    Path((owner, repo)): Path<(String, String)>,
+    Query(q): Query<ListQuery>,
+) -> Json<Value> {
+    let state = q.state.unwrap_or_else(|| "open".into());
+    let prs = gh.prs.lock().unwrap().clone();
+    let items: Vec<Value> = prs
+        .iter()
+        .filter(|p| {
+            q.head
+                .as_ref()
+                .is_none_or(|h| *h == format!("{owner}:{}", p.head))
+        })
+        .filter(|p| state == "all" || (state == "open") == p.open)
+        .map(|p| gh.json(&owner, &repo, p))
+        .collect();
+    Json(Value::Array(items))
+}
+
+async fn create(
+    State(gh): State<GitHub>,
+    Path((owner, repo)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    let field = |k: &str| {
+        body.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let pr = {
+        let mut prs = gh.prs.lock().unwrap();
+        let pr = Pr {
+            number: prs.len() as u64 + 1,
+            title: field("title"),
+            body: field("body"),
+            head: field("head"),
+            base: field("base"),
+            open: true,
+            merged: false,
+        };
+        prs.push(pr.clone());
+        pr
+    };
+    (StatusCode::CREATED, Json(gh.json(&owner, &repo, &pr)))
+}
+
+async fn update(
+    State(gh): State<GitHub>,
+    Path((owner, repo, number)): Path<(String, String, u64)>,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    let pr = {
+        let mut prs = gh.prs.lock().unwrap();
+        let Some(pr) = prs.iter_mut().find(|p| p.number == number) else {
+            return (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"})));
+        };
+        if let Some(t) = body.get("title").and_then(Value::as_str) {
+            pr.title = t.to_owned();
+        }
+        if let Some(b) = body.get("body").and_then(Value::as_str) {
+            pr.body = b.to_owned();
+        }
+        pr.clone()
+    };
+    (StatusCode::OK, Json(gh.json(&owner, &repo, &pr)))
+}
