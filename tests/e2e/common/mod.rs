@@ -266,30 +266,26 @@ impl Lambda {
         self.script(route, json!({"json": answer})).await;
     }
 
-    pub async fn calls(&self, route: &str) -> u64 {
-        let all: Value = self
-            .http
+    /// `GET /_calls`: per route, the number of calls and the last request's headers.
+    async fn call_log(&self) -> Value {
+        self.http
             .get(format!("{}/_calls", self.base))
             .send()
             .await
             .unwrap()
             .json()
             .await
-            .unwrap();
-        all[format!("/{route}")]["count"].as_u64().unwrap_or(0)
+            .unwrap()
+    }
+
+    pub async fn calls(&self, route: &str) -> u64 {
+        self.call_log().await[format!("/{route}")]["count"]
+            .as_u64()
+            .unwrap_or(0)
     }
 
     pub async fn last_headers(&self, route: &str) -> Value {
-        let all: Value = self
-            .http
-            .get(format!("{}/_calls", self.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        all[format!("/{route}")]["last_headers"].clone()
+        self.call_log().await[format!("/{route}")]["last_headers"].clone()
     }
 }
 
