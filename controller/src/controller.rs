@@ -15,8 +15,8 @@ use futures::StreamExt;
 use kube::api::ListParams;
 use kube::runtime::controller::{Config, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, Client, ResourceExt};
 use modelsync_api::modelsync::LABEL_NAME;
 use modelsync_api::{ModelSync, PipelineRun};
 use tracing::{error, info, warn};
@@ -240,10 +240,33 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
         metrics.clone(),
     ));
 
-    let controller = Controller::new(modelsyncs, watcher::Config::default().any_semantic())
+    // Our own ModelSync watch (rather than Controller::new's) so that a deleted ModelSync's
+    // poll schedule is forgotten: the reconciler is never called for an object that is gone.
+    let (store, writer) = reflector::store::<ModelSync>();
+    let forget = ctx.clone();
+    let modelsync_events = watcher(modelsyncs, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|ms| ms.managed_fields_mut().clear())
+        .reflect(writer)
+        .inspect(move |ev| {
+            if let Ok(watcher::Event::Delete(ms)) = ev
+                && let Some(uid) = ms.uid()
+            {
+                forget.forget(&uid);
+            }
+        })
+        .touched_objects()
+        .filter_map(|ev| async move {
+            // Deletions need no pass; the schedule entry was dropped above.
+            match ev {
+                Ok(ms) if ms.metadata.deletion_timestamp.is_none() => Some(Ok(ms)),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            }
+        });
+    let controller = Controller::for_stream(modelsync_events, store.clone())
         .owns_stream(run_events)
         .with_config(Config::default().concurrency(args.concurrency));
-    let store = controller.store();
     let readiness = {
         let ready = ready.clone();
         let index = index.clone();

@@ -178,6 +178,10 @@ async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> 
     if !ctx.runs.ready() {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
+    // Being deleted (foreground deletion waits for its runs to go): start nothing new.
+    if ms.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
     let ns = ms.namespace().ok_or(Error::Incomplete("namespace"))?;
     let name = ms.name_any();
     let uid = ms.uid().ok_or(Error::Incomplete("uid"))?;
