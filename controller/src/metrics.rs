@@ -32,6 +32,8 @@ pub struct Metrics {
     pub runs_deleted: Counter,
     pub status_writes: Counter,
     pub indexed_runs: Gauge,
+    /// How late each scheduled poll ran compared with its planned (jittered) time.
+    pub poll_lag: Histogram,
 }
 
 impl Default for Metrics {
@@ -47,6 +49,9 @@ impl Default for Metrics {
         let runs_deleted = Counter::default();
         let status_writes = Counter::default();
         let indexed_runs = Gauge::default();
+        let poll_lag = Histogram::new([
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
+        ]);
         registry.register(
             "controller_runtime_reconcile",
             "Reconciles per controller and result",
@@ -97,7 +102,13 @@ impl Default for Metrics {
             "PipelineRuns held in the controller's index",
             indexed_runs.clone(),
         );
+        registry.register(
+            "modelsync_poll_lag_seconds",
+            "How late a scheduled lambda poll ran compared with its planned, jittered time",
+            poll_lag.clone(),
+        );
         Metrics {
+            poll_lag,
             registry,
             reconcile_total,
             reconcile_errors,

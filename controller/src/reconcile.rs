@@ -312,6 +312,11 @@ async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> 
                     },
                 );
             } else {
+                if let Some(p) = poll.filter(|p| p.next_due <= now) {
+                    ctx.metrics
+                        .poll_lag
+                        .observe((now - p.next_due).as_secs_f64());
+                }
                 obs.handled_requested_at = requested_at;
                 requeue = ask_and_act(
                     ms, ctx, &ns, &name, &uid, &runs, &mut obs, interval, timeout, jittered,
