@@ -1,0 +1,3 @@
+module example.com/modelsync-lambda
+
+go 1.22

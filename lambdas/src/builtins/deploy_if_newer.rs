@@ -1,0 +1,129 @@
+//! `deploy-if-newer`: yes, with the newest model id as a parameter, when it differs from the
+//! model pinned in a file of the GitOps repository.
+//!
+//! No model, or a pin that cannot be read, is an error answer, never a yes with an empty id
+//! (the original controller once deployed a placeholder that way).
+
+use super::Decision;
+use super::yaml_path::{Locator, lookup};
+use crate::sources::{Models, newest};
+
+/// The route's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pin {
+    /// The file, relative to the repository root.
+    pub file: String,
+    pub locator: Locator,
+    /// The answer key the newest model id is sent under.
+    pub parameter: String,
+}
+
+pub fn decide(
+    models: &Models,
+    pin: &Pin,
+    file: &Result<String, String>,
+    revision: &str,
+) -> Decision {
+    let models = match models {
+        Ok(m) => m,
+        Err(e) => return Decision::error(format!("cannot list models: {e}")),
+    };
+    let Some(newest) = newest(models).filter(|m| !m.id.trim().is_empty()) else {
+        return Decision::error("no model to deploy: the model source lists none".into());
+    };
+    let text = match file {
+        Ok(t) => t,
+        Err(e) => return Decision::error(format!("cannot read {} at {revision}: {e}", pin.file)),
+    };
+    let pinned = match lookup(text, &pin.locator) {
+        Ok(v) => v,
+        Err(e) => return Decision::error(format!("{} at {revision}: {e}", pin.file)),
+    };
+    if pinned == newest.id {
+        return Decision::no(
+            format!(
+                "{} pins the newest model {} at {}",
+                pin.file, newest.id, pin.locator
+            ),
+            revision,
+        );
+    }
+    Decision::yes(
+        format!(
+            "newest model {} differs from {pinned:?} pinned at {} in {}",
+            newest.id, pin.locator, pin.file
+        ),
+        revision,
+    )
+    .with_param(&pin.parameter, &newest.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builtins::yaml_path::parse_path;
+    use crate::sources::ModelRecord;
+
+    fn models(ids: &[(&str, &str)]) -> Models {
+        Ok(ids
+            .iter()
+            .map(|(id, c)| ModelRecord {
+                id: (*id).into(),
+                created: c.parse().unwrap(),
+                data_revision: None,
+                metrics: Default::default(),
+            })
+            .collect())
+    }
+
+    fn pin() -> Pin {
+        Pin {
+            file: "manifests/model.yaml".into(),
+            locator: parse_path("data.model").unwrap(),
+            parameter: "model".into(),
+        }
+    }
+
+    const FILE: &str = "kind: ConfigMap\ndata:\n  model: m1\n";
+
+    #[test]
+    fn newer_model_means_yes_with_its_id() {
+        let m = models(&[
+            ("m1", "2026-01-01T00:00:00Z"),
+            ("m2", "2026-01-02T00:00:00Z"),
+        ]);
+        let a = decide(&m, &pin(), &Ok(FILE.into()), "abc").answer.unwrap();
+        assert!(a.needs_sync);
+        assert_eq!(a.parameters["model"], "m2".into());
+        assert_eq!(a.revision.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn equal_ids_mean_no() {
+        let m = models(&[("m1", "2026-01-01T00:00:00Z")]);
+        let a = decide(&m, &pin(), &Ok(FILE.into()), "abc").answer.unwrap();
+        assert!(!a.needs_sync);
+        assert!(a.parameters.is_empty());
+    }
+
+    #[test]
+    fn no_model_missing_path_unreadable_file_and_failing_source_are_errors() {
+        let m = models(&[("m2", "2026-01-02T00:00:00Z")]);
+        let cases = [
+            decide(&models(&[]), &pin(), &Ok(FILE.into()), "abc"),
+            decide(&m, &pin(), &Ok("kind: ConfigMap\ndata: {}\n".into()), "abc"),
+            decide(&m, &pin(), &Err("No such file or directory".into()), "abc"),
+            decide(&Err("HTTP 503".into()), &pin(), &Ok(FILE.into()), "abc"),
+        ];
+        let wanted = [
+            "no model to deploy",
+            "manifests/model.yaml at abc: there is no value at data.model",
+            "cannot read manifests/model.yaml at abc: No such file",
+            "cannot list models: HTTP 503",
+        ];
+        for (d, want) in cases.iter().zip(wanted) {
+            let err = d.answer.as_ref().unwrap_err();
+            assert!(err.starts_with(want), "got {err:?}, want {want:?}");
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! The built-in lambdas: pure functions from a snapshot of the world to an answer, so every
+//! decision is computed ahead of requests and tested without IO.
+
+pub mod deploy_if_newer;
+pub mod retrain_if_stale;
+pub mod retrain_on_new_data;
+pub mod yaml_path;
+
+use chrono::{DateTime, Utc};
+use modelsync_api::lambda::NeedsSyncAnswer;
+
+/// A built-in lambda's verdict.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// The answer, or why none can be given (served as a non-200 with the message).
+    pub answer: Result<NeedsSyncAnswer, String>,
+    /// When the answer may change with no new commit and no model change (time passing).
+    pub recheck_at: Option<DateTime<Utc>>,
+}
+
+impl Decision {
+    fn yes(reason: String, revision: &str) -> Self {
+        Self::answer(true, reason, revision)
+    }
+
+    fn no(reason: String, revision: &str) -> Self {
+        Self::answer(false, reason, revision)
+    }
+
+    fn answer(needs_sync: bool, reason: String, revision: &str) -> Self {
+        Decision {
+            answer: Ok(NeedsSyncAnswer {
+                needs_sync,
+                parameters: Default::default(),
+                reason: Some(reason),
+                revision: Some(revision.to_owned()),
+            }),
+            recheck_at: None,
+        }
+    }
+
+    fn error(message: String) -> Self {
+        Decision {
+            answer: Err(message),
+            recheck_at: None,
+        }
+    }
+
+    fn with_param(mut self, key: &str, value: &str) -> Self {
+        if let Ok(a) = &mut self.answer {
+            a.parameters.insert(key.to_owned(), value.into());
+        }
+        self
+    }
+}
+
+/// A duration for people: whole minutes (or seconds below a minute).
+fn human(d: chrono::Duration) -> String {
+    let secs = d.num_seconds().max(0) as u64;
+    let rounded = if secs >= 60 { secs / 60 * 60 } else { secs };
+    humantime::format_duration(std::time::Duration::from_secs(rounded)).to_string()
+}

@@ -1,0 +1,475 @@
+//! `lambdas.yaml`: the mirror, the model source, the token and the routes. Every mistake is
+//! reported with the file, the route and the field before anything is served.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::builtins::deploy_if_newer::Pin;
+use crate::builtins::yaml_path::{self, Locator};
+use crate::mirror::{Credentials, SyncSpec};
+use crate::sources::mlflow::MlflowSpec;
+
+/// A checked configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub mirror: MirrorConfig,
+    pub models: SourceConfig,
+    /// Requests to routes must carry `Authorization: Bearer <token>` when set.
+    pub bearer_token: Option<String>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Clone, Debug)]
+pub struct MirrorConfig {
+    pub spec: SyncSpec,
+    pub period: Duration,
+    pub webhook_url: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceConfig {
+    /// Records in the mirrored repository, at this path.
+    Records(String),
+    Mlflow {
+        spec: MlflowSpec,
+        period: Duration,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub path: String,
+    pub lambda: Lambda,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lambda {
+    RetrainIfStale { max_age: Duration },
+    RetrainOnNewData { data_path: String },
+    DeployIfNewer(Pin),
+}
+
+/// The names `lambda:` accepts.
+pub const LAMBDAS: [&str; 3] = ["retrain-if-stale", "retrain-on-new-data", "deploy-if-newer"];
+const RESERVED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawConfig {
+    #[serde(default)]
+    listen: Option<String>,
+    mirror: RawMirror,
+    models: RawModels,
+    #[serde(default)]
+    auth: Option<RawAuth>,
+    routes: BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawMirror {
+    repo: String,
+    #[serde(default, rename = "ref")]
+    git_ref: Option<String>,
+    root: PathBuf,
+    #[serde(default)]
+    link: Option<PathBuf>,
+    #[serde(default)]
+    period: Option<String>,
+    #[serde(default)]
+    depth: Option<u32>,
+    #[serde(default)]
+    webhook_url: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password_file: Option<PathBuf>,
+    #[serde(default)]
+    ssh_key_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawModels {
+    #[serde(default)]
+    records: Option<String>,
+    #[serde(default)]
+    mlflow: Option<RawMlflow>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawMlflow {
+    url: String,
+    model: String,
+    #[serde(default)]
+    stage: Option<String>,
+    #[serde(default)]
+    alias: Option<String>,
+    #[serde(default)]
+    period: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawAuth {
+    bearer_token_file: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawStale {
+    max_age: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawNewData {
+    data_path: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawDeploy {
+    file: String,
+    #[serde(default)]
+    yaml_path: Option<String>,
+    #[serde(default)]
+    kpt_setter: Option<String>,
+    #[serde(default)]
+    parameter: Option<String>,
+}
+
+/// Reads and checks the file; errors start with the file's name.
+pub fn load(path: &Path) -> Result<Config, String> {
+    let name = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{name}: cannot read: {e}"))?;
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    parse(&text, base).map_err(|e| format!("{name}: {e}"))
+}
+
+/// Checks a configuration's text; relative secret files are relative to `base`.
+pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
+    let raw: RawConfig = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+    let listen = match raw.listen.as_deref() {
+        None => SocketAddr::from(([0, 0, 0, 0], 8080)),
+        Some(l) => l
+            .parse()
+            .map_err(|_| format!("field listen: {l:?} is not an address like 0.0.0.0:8080"))?,
+    };
+    let m = raw.mirror;
+    let root = base.join(&m.root);
+    if root.components().eq(base.components()) || base.starts_with(&root) {
+        return Err(format!(
+            "mirror: field root: {} holds this file, but the mirror empties its root: use a folder of its own",
+            m.root.display()
+        ));
+    }
+    let link = m.link.unwrap_or_else(|| PathBuf::from("repo"));
+    let mirror = MirrorConfig {
+        period: duration(
+            "mirror: field period",
+            m.period.as_deref(),
+            Duration::from_secs(10),
+        )?,
+        webhook_url: m.webhook_url,
+        spec: SyncSpec {
+            repo: m.repo,
+            git_ref: m.git_ref.unwrap_or_else(|| "HEAD".into()),
+            root,
+            link,
+            depth: m.depth.unwrap_or(0),
+            credentials: Credentials {
+                username: m.username,
+                password_file: m.password_file.map(|p| base.join(p)),
+                ssh_key_file: m.ssh_key_file.map(|p| base.join(p)),
+            },
+        },
+    };
+    let models = match (raw.models.records, raw.models.mlflow) {
+        (Some(path), None) => SourceConfig::Records(repo_path("models: field records", &path)?),
+        (None, Some(ml)) => {
+            if ml.stage.is_some() && ml.alias.is_some() {
+                return Err("models.mlflow: give stage or alias, not both".into());
+            }
+            SourceConfig::Mlflow {
+                period: duration(
+                    "models.mlflow: field period",
+                    ml.period.as_deref(),
+                    Duration::from_secs(60),
+                )?,
+                spec: MlflowSpec {
+                    url: ml.url,
+                    model: ml.model,
+                    stage: ml.stage,
+                    alias: ml.alias,
+                },
+            }
+        }
+        _ => {
+            return Err(
+                "models: give exactly one of records (a path in the repository) or mlflow".into(),
+            );
+        }
+    };
+    let bearer_token = match raw.auth {
+        None => None,
+        Some(a) => {
+            let file = base.join(&a.bearer_token_file);
+            let token = std::fs::read_to_string(&file).map_err(|e| {
+                format!(
+                    "auth: field bearerTokenFile: cannot read {}: {e}",
+                    file.display()
+                )
+            })?;
+            let token = token.trim().to_owned();
+            if token.is_empty() {
+                return Err(format!(
+                    "auth: field bearerTokenFile: {} is empty",
+                    file.display()
+                ));
+            }
+            Some(token)
+        }
+    };
+    if raw.routes.is_empty() {
+        return Err(
+            "routes: no route; add one like /retrain: {lambda: retrain-if-stale, maxAge: 24h}"
+                .into(),
+        );
+    }
+    let mut routes = Vec::new();
+    for (path, value) in raw.routes {
+        let lambda = route(&path, value).map_err(|e| format!("route {path}: {e}"))?;
+        routes.push(Route { path, lambda });
+    }
+    Ok(Config {
+        listen,
+        mirror,
+        models,
+        bearer_token,
+        routes,
+    })
+}
+
+fn route(path: &str, value: serde_yaml_ng::Value) -> Result<Lambda, String> {
+    if !path.starts_with('/') || path.contains(['?', '#']) {
+        return Err("a route is a URL path starting with /".into());
+    }
+    if RESERVED.contains(&path) {
+        return Err(format!(
+            "{path} is served by the server itself; pick another path"
+        ));
+    }
+    let serde_yaml_ng::Value::Mapping(mut fields) = value else {
+        return Err("expected a mapping with a field lambda".into());
+    };
+    let lambda = match fields.remove("lambda") {
+        Some(serde_yaml_ng::Value::String(s)) => s,
+        Some(_) | None => {
+            return Err(format!(
+                "field lambda is missing; it names a built-in: {}",
+                LAMBDAS.join(", ")
+            ));
+        }
+    };
+    let rest = serde_yaml_ng::Value::Mapping(fields);
+    let settings = |e: serde_yaml_ng::Error| format!("lambda {lambda}: {e}");
+    match lambda.as_str() {
+        "retrain-if-stale" => {
+            let raw: RawStale = serde_yaml_ng::from_value(rest).map_err(settings)?;
+            Ok(Lambda::RetrainIfStale {
+                max_age: parse_duration("field maxAge", &raw.max_age)?,
+            })
+        }
+        "retrain-on-new-data" => {
+            let raw: RawNewData = serde_yaml_ng::from_value(rest).map_err(settings)?;
+            Ok(Lambda::RetrainOnNewData {
+                data_path: repo_path("field dataPath", &raw.data_path)?,
+            })
+        }
+        "deploy-if-newer" => {
+            let raw: RawDeploy = serde_yaml_ng::from_value(rest).map_err(settings)?;
+            let locator = match (raw.yaml_path, raw.kpt_setter) {
+                (Some(p), None) => {
+                    yaml_path::parse_path(&p).map_err(|e| format!("field yamlPath: {e}"))?
+                }
+                (None, Some(s)) if !s.is_empty() => Locator::KptSetter(s),
+                _ => {
+                    return Err(
+                        "give exactly one of yamlPath (like data.model) or kptSetter".into(),
+                    );
+                }
+            };
+            let parameter = raw.parameter.unwrap_or_else(|| "model".into());
+            if parameter.is_empty() {
+                return Err("field parameter: must not be empty".into());
+            }
+            Ok(Lambda::DeployIfNewer(Pin {
+                file: repo_path("field file", &raw.file)?,
+                locator,
+                parameter,
+            }))
+        }
+        other => Err(format!(
+            "field lambda: {other:?} is not a built-in lambda (one of {})",
+            LAMBDAS.join(", ")
+        )),
+    }
+}
+
+fn duration(field: &str, text: Option<&str>, default: Duration) -> Result<Duration, String> {
+    text.map_or(Ok(default), |t| parse_duration(field, t))
+}
+
+fn parse_duration(field: &str, text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!(
+            "{field}: {text:?} is not a duration like 30s, 5m, 24h"
+        )),
+    }
+}
+
+/// A path inside the repository: relative and never climbing out of it.
+fn repo_path(field: &str, text: &str) -> Result<String, String> {
+    let p = Path::new(text);
+    if text.is_empty()
+        || p.is_absolute()
+        || p.components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!(
+            "{field}: {text:?} must be a path inside the repository, like models/"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen: 127.0.0.1:9000
+mirror: {repo: "file:///srv/gitops.git", root: mirror, ref: main, period: 30s}
+models: {records: models/}
+routes:
+  /retrain: {lambda: retrain-if-stale, maxAge: 24h}
+  /retrain-on-data: {lambda: retrain-on-new-data, dataPath: data/}
+  /deploy: {lambda: deploy-if-newer, file: manifests/model.yaml, yamlPath: data.model}
+  /deploy-kpt: {lambda: deploy-if-newer, file: Kptfile, kptSetter: automl-model, parameter: name}
+"#;
+
+    #[test]
+    fn a_full_config_parses() {
+        let c = parse(GOOD, Path::new("/etc/lambdas")).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.mirror.spec.root, Path::new("/etc/lambdas/mirror"));
+        assert_eq!(
+            c.mirror.spec.depth, 0,
+            "lambdas read history, so the default is a full clone"
+        );
+        assert_eq!(c.mirror.period, Duration::from_secs(30));
+        assert_eq!(c.models, SourceConfig::Records("models/".into()));
+        assert_eq!(c.routes.len(), 4);
+        let retrain = c.routes.iter().find(|r| r.path == "/retrain").unwrap();
+        assert_eq!(
+            retrain.lambda,
+            Lambda::RetrainIfStale {
+                max_age: Duration::from_secs(86400)
+            }
+        );
+    }
+
+    #[test]
+    fn errors_name_the_route_and_field() {
+        let cases = [
+            (
+                "maxAge: 24h",
+                "maxAge: 3x",
+                "route /retrain: field maxAge: \"3x\" is not a duration like 30s, 5m, 24h",
+            ),
+            (
+                "maxAge: 24h",
+                "maxAg: 1h",
+                "route /retrain: lambda retrain-if-stale: unknown field `maxAg`, expected `maxAge`",
+            ),
+            (
+                "lambda: retrain-if-stale",
+                "lambda: retrain",
+                "route /retrain: field lambda: \"retrain\" is not a built-in",
+            ),
+            (
+                "yamlPath: data.model",
+                "yamlPath: data..model",
+                "route /deploy: field yamlPath: \"data..model\" has an empty key",
+            ),
+            (
+                "dataPath: data/",
+                "dataPath: ../data",
+                "route /retrain-on-data: field dataPath: \"../data\" must be a path inside",
+            ),
+            (
+                "/deploy:",
+                "/metrics:",
+                "route /metrics: /metrics is served by the server itself",
+            ),
+            (
+                "period: 30s",
+                "period: soon",
+                "mirror: field period: \"soon\" is not a duration",
+            ),
+            (
+                "models: {records: models/}",
+                "models: {}",
+                "models: give exactly one of records",
+            ),
+            (
+                "root: mirror",
+                "root: .",
+                "mirror: field root: . holds this file",
+            ),
+        ];
+        for (from, to, want) in cases {
+            let text = GOOD.replacen(from, to, 1);
+            let err = parse(&text, Path::new(".")).unwrap_err();
+            assert!(
+                err.starts_with(want),
+                "replacing {from:?} by {to:?}: got {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn load_prefixes_the_file_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("lambdas.yaml");
+        std::fs::write(&file, GOOD.replace("maxAge: 24h", "maxAge: 3x")).unwrap();
+        let err = load(&file).unwrap_err();
+        assert!(
+            err.starts_with(&format!("{}: route /retrain: field maxAge", file.display())),
+            "{err}"
+        );
+        std::fs::write(
+            &file,
+            GOOD.replace("routes:", "auth: {bearerTokenFile: token}\nroutes:"),
+        )
+        .unwrap();
+        assert!(
+            load(&file)
+                .unwrap_err()
+                .contains("auth: field bearerTokenFile: cannot read")
+        );
+        std::fs::write(dir.path().join("token"), "s3cret\n").unwrap();
+        assert_eq!(load(&file).unwrap().bearer_token.as_deref(), Some("s3cret"));
+    }
+}

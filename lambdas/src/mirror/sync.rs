@@ -1,0 +1,419 @@
+//! One sync: ask the remote what the ref points at, fetch it if it is new, check it out and
+//! publish it. Blocking (libgit2); the caller runs it off the async runtime.
+
+use std::cell::Cell;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use git2::{Cred, CredentialType, Direction, FetchOptions, Oid, RemoteCallbacks, Repository};
+
+use super::layout::{self, LayoutError};
+
+/// Where the fetched commit is kept, so it survives until the next sync replaces it.
+const SYNC_REF: &str = "refs/modelsync/sync";
+
+/// What to mirror and where.
+#[derive(Clone, Debug)]
+pub struct SyncSpec {
+    pub repo: String,
+    pub git_ref: String,
+    pub root: PathBuf,
+    pub link: PathBuf,
+    /// Commits of history to fetch; 0 for all of it.
+    pub depth: u32,
+    pub credentials: Credentials,
+}
+
+/// Credentials read from files at each sync, so a rotated secret is picked up.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    pub username: Option<String>,
+    /// File holding an HTTPS password or token.
+    pub password_file: Option<PathBuf>,
+    /// File holding an SSH private key.
+    pub ssh_key_file: Option<PathBuf>,
+}
+
+/// What a sync did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The link already pointed at the remote's commit.
+    Noop { hash: String },
+    /// The link now points at a new commit.
+    Updated { hash: String },
+}
+
+impl Outcome {
+    pub fn hash(&self) -> &str {
+        match self {
+            Outcome::Noop { hash } | Outcome::Updated { hash } => hash,
+        }
+    }
+}
+
+/// Why a sync failed. Messages never contain the credentials in the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("{step} {repo}: {source}")]
+    Git {
+        step: &'static str,
+        repo: String,
+        source: git2::Error,
+    },
+    #[error("ref {git_ref:?} is not a branch, tag or commit of {repo} (it has: {known})")]
+    RefNotFound {
+        git_ref: String,
+        repo: String,
+        known: String,
+    },
+    #[error("reading {what} {}: {source}", path.display())]
+    Secret {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("preparing {}: {source}", path.display())]
+    Root {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("laying out the worktree: {0}")]
+    Layout(#[from] LayoutError),
+}
+
+/// Runs one sync.
+pub fn sync(spec: &SyncSpec) -> Result<Outcome, SyncError> {
+    let repo = open_root(&spec.root)?;
+    let shown = redact(&spec.repo);
+    let git = |step: &'static str| {
+        let repo = shown.clone();
+        move |source| SyncError::Git { step, repo, source }
+    };
+    let mut remote = match repo.find_remote("origin") {
+        Ok(r) if r.url().ok() == Some(spec.repo.as_str()) => r,
+        Ok(_) => {
+            repo.remote_set_url("origin", &spec.repo)
+                .map_err(git("setting the URL of"))?;
+            repo.find_remote("origin").map_err(git("opening"))?
+        }
+        Err(_) => repo
+            .remote("origin", &spec.repo)
+            .map_err(git("adding remote"))?,
+    };
+
+    let secrets = Secrets::read(&spec.credentials)?;
+    let target = {
+        let connection = remote
+            .connect_auth(Direction::Fetch, Some(secrets.callbacks()), None)
+            .map_err(git("connecting to"))?;
+        let heads: Vec<(String, Oid)> = connection
+            .list()
+            .map_err(git("listing refs of"))?
+            .iter()
+            .map(|h| (h.name().to_owned(), h.oid()))
+            .collect();
+        resolve(&heads, &spec.git_ref).ok_or_else(|| SyncError::RefNotFound {
+            git_ref: spec.git_ref.clone(),
+            repo: shown.clone(),
+            known: known_refs(&heads),
+        })?
+    };
+
+    let current = layout::current_hash(&spec.root, &spec.link);
+    if let Target::Advertised { oid, .. } = &target
+        && current.as_deref() == Some(oid.to_string().as_str())
+    {
+        return Ok(Outcome::Noop {
+            hash: oid.to_string(),
+        });
+    }
+
+    let local = is_local(&spec.repo);
+    let mut fetch = |refspec: &str, depth: u32| {
+        let mut opts = FetchOptions::new();
+        opts.remote_callbacks(secrets.callbacks());
+        opts.download_tags(git2::AutotagOption::None);
+        opts.update_fetchhead(false);
+        // libgit2 reads 0 as "no limit", matching --depth 0. Its local transport cannot fetch
+        // shallow; a local copy is cheap in full, so depth is dropped there.
+        if !local {
+            opts.depth(i32::try_from(depth).unwrap_or(i32::MAX));
+        }
+        remote.fetch(&[refspec], Some(&mut opts), None)
+    };
+    let commit = match &target {
+        Target::Advertised { name, oid } => {
+            if repo.find_commit(*oid).is_err() {
+                fetch(&format!("+{name}:{SYNC_REF}"), spec.depth).map_err(git("fetching from"))?;
+            }
+            peel(&repo, *oid).map_err(git("reading the fetched commit of"))?
+        }
+        Target::Commit(hash) => {
+            let local = |repo: &Repository| {
+                repo.revparse_single(&format!("{hash}^{{commit}}"))
+                    .map(|o| o.id())
+            };
+            match local(&repo) {
+                Ok(oid) => oid,
+                Err(_) => {
+                    // Servers may refuse a want for an unadvertised object, so fall back to
+                    // fetching every branch and tag in full and looking the commit up.
+                    // An abbreviated hash cannot be wanted at all, and a full one may be ignored.
+                    let by_hash = fetch(&format!("+{hash}:{SYNC_REF}"), spec.depth);
+                    match local(&repo) {
+                        Ok(oid) if by_hash.is_ok() => oid,
+                        _ => {
+                            fetch("+refs/heads/*:refs/modelsync/heads/*", 0)
+                                .map_err(git("fetching branches of"))?;
+                            fetch("+refs/tags/*:refs/modelsync/tags/*", 0)
+                                .map_err(git("fetching tags of"))?;
+                            local(&repo).map_err(git("finding the commit in"))?
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let hash = commit.to_string();
+    if current.as_deref() == Some(hash.as_str()) {
+        return Ok(Outcome::Noop { hash });
+    }
+    repo.reference(SYNC_REF, commit, true, "modelsync mirror")
+        .map_err(git("recording the commit of"))?;
+    let worktree = layout::add_worktree(&repo, &spec.root, &hash)?;
+    layout::publish(&spec.root, &spec.link, &worktree)?;
+    layout::remove_stale(&spec.root, &hash)?;
+    Ok(Outcome::Updated { hash })
+}
+
+/// What `--ref` names at the remote.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    /// A ref the remote advertises (for a tag, its peeled commit when advertised).
+    Advertised { name: String, oid: Oid },
+    /// A commit hash (full or abbreviated) the remote does not advertise by name.
+    Commit(String),
+}
+
+/// Matches `wanted` against the advertised refs the way `git fetch` does for a short name.
+fn resolve(heads: &[(String, Oid)], wanted: &str) -> Option<Target> {
+    let candidates = [
+        wanted.to_owned(),
+        format!("refs/heads/{wanted}"),
+        format!("refs/tags/{wanted}"),
+    ];
+    for name in &candidates {
+        let peeled = format!("{name}^{{}}");
+        let found = heads
+            .iter()
+            .find(|(n, _)| *n == peeled)
+            .or_else(|| heads.iter().find(|(n, _)| n == name));
+        if let Some((_, oid)) = found {
+            return Some(Target::Advertised {
+                name: name.clone(),
+                oid: *oid,
+            });
+        }
+    }
+    let is_hash = (4..=40).contains(&wanted.len()) && wanted.chars().all(|c| c.is_ascii_hexdigit());
+    is_hash.then(|| Target::Commit(wanted.to_ascii_lowercase()))
+}
+
+fn known_refs(heads: &[(String, Oid)]) -> String {
+    let mut names: Vec<&str> = heads
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| !n.ends_with("^{}"))
+        .map(|n| {
+            n.strip_prefix("refs/heads/")
+                .or_else(|| n.strip_prefix("refs/tags/"))
+                .unwrap_or(n)
+        })
+        .collect();
+    names.truncate(10);
+    if names.is_empty() {
+        "no refs".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+fn peel(repo: &Repository, oid: Oid) -> Result<Oid, git2::Error> {
+    Ok(repo.find_object(oid, None)?.peel_to_commit()?.id())
+}
+
+/// Opens the repository at `root`, making it if needed. A root that is not a usable repository
+/// is emptied first (it may be a volume mount point, so the folder itself stays).
+fn open_root(root: &Path) -> Result<Repository, SyncError> {
+    let root_err = |source| SyncError::Root {
+        path: root.to_path_buf(),
+        source,
+    };
+    fs::create_dir_all(root).map_err(root_err)?;
+    if let Ok(repo) =
+        Repository::open_ext(root, git2::RepositoryOpenFlags::NO_SEARCH, [] as [&str; 0])
+        && repo.workdir().and_then(|w| w.canonicalize().ok()) == root.canonicalize().ok()
+    {
+        return Ok(repo);
+    }
+    for entry in fs::read_dir(root).map_err(root_err)? {
+        let path = entry.map_err(root_err)?.path();
+        let removed = if path.is_dir() && !path.is_symlink() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        removed.map_err(root_err)?;
+    }
+    let mut opts = git2::RepositoryInitOptions::new();
+    opts.initial_head("modelsync");
+    Repository::init_opts(root, &opts).map_err(|source| SyncError::Git {
+        step: "initialising a repository for",
+        repo: root.display().to_string(),
+        source,
+    })
+}
+
+/// The secrets for one sync, read once so a failing callback cannot re-read files in a loop.
+struct Secrets {
+    username: Option<String>,
+    password: Option<String>,
+    ssh_key: Option<PathBuf>,
+}
+
+impl Secrets {
+    fn read(c: &Credentials) -> Result<Self, SyncError> {
+        let password = match &c.password_file {
+            Some(path) => Some(
+                fs::read_to_string(path)
+                    .map_err(|source| SyncError::Secret {
+                        what: "password file",
+                        path: path.clone(),
+                        source,
+                    })?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        if let Some(path) = &c.ssh_key_file {
+            fs::metadata(path).map_err(|source| SyncError::Secret {
+                what: "SSH key file",
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(Secrets {
+            username: c.username.clone(),
+            password,
+            ssh_key: c.ssh_key_file.clone(),
+        })
+    }
+
+    fn callbacks(&self) -> RemoteCallbacks<'_> {
+        let mut callbacks = RemoteCallbacks::new();
+        // libgit2 asks again after a rejected credential; a second ask means it was wrong.
+        let asked = Cell::new(0u32);
+        callbacks.credentials(move |_url, user_from_url, allowed| {
+            asked.set(asked.get() + 1);
+            if asked.get() > 2 {
+                return Err(git2::Error::from_str(
+                    "the remote rejected the credentials (check --username, --password-file, --ssh-key-file)",
+                ));
+            }
+            let user = self.username.as_deref().or(user_from_url).unwrap_or("git");
+            if allowed.contains(CredentialType::SSH_KEY)
+                && let Some(key) = &self.ssh_key
+            {
+                return Cred::ssh_key(user, None, key, None);
+            }
+            if allowed.contains(CredentialType::USER_PASS_PLAINTEXT)
+                && let Some(password) = &self.password
+            {
+                return Cred::userpass_plaintext(user, password);
+            }
+            if allowed.contains(CredentialType::USERNAME) {
+                return Cred::username(user);
+            }
+            Err(git2::Error::from_str(
+                "the remote asks for credentials: give --password-file (HTTPS token) or --ssh-key-file",
+            ))
+        });
+        callbacks
+    }
+}
+
+/// Whether libgit2 reads `url` with its local transport (a path or `file://`).
+fn is_local(url: &str) -> bool {
+    url.starts_with("file://") || !(url.contains("://") || url.contains('@') && url.contains(':'))
+}
+
+/// The URL with any `user:password@` part masked, for logs and errors.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..host_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn oid(n: u8) -> Oid {
+        Oid::from_bytes(&[n; 20]).unwrap()
+    }
+
+    #[test]
+    fn resolves_branches_tags_and_hashes() {
+        let heads = vec![
+            ("HEAD".to_owned(), oid(1)),
+            ("refs/heads/main".to_owned(), oid(1)),
+            ("refs/tags/v1".to_owned(), oid(2)),
+            ("refs/tags/v1^{}".to_owned(), oid(3)),
+        ];
+        let adv = |name: &str, oid| {
+            Some(Target::Advertised {
+                name: name.into(),
+                oid,
+            })
+        };
+        assert_eq!(resolve(&heads, "HEAD"), adv("HEAD", oid(1)));
+        assert_eq!(resolve(&heads, "main"), adv("refs/heads/main", oid(1)));
+        assert_eq!(resolve(&heads, "v1"), adv("refs/tags/v1", oid(3)));
+        assert_eq!(
+            resolve(&heads, "ABCDEF12"),
+            Some(Target::Commit("abcdef12".into()))
+        );
+        assert_eq!(resolve(&heads, "nope"), None);
+        assert_eq!(known_refs(&heads), "HEAD, main, v1");
+    }
+
+    #[test]
+    fn redacts_userinfo() {
+        assert_eq!(
+            redact("https://u:tok@h.example/r.git"),
+            "https://***@h.example/r.git"
+        );
+        assert_eq!(redact("https://h.example/a@b"), "https://h.example/a@b");
+        assert_eq!(redact("/srv/repo.git"), "/srv/repo.git");
+    }
+
+    #[test]
+    fn local_urls() {
+        for url in ["file:///srv/r.git", "/srv/r.git", "../r.git"] {
+            assert!(is_local(url), "{url}");
+        }
+        for url in [
+            "https://h.example/r.git",
+            "git://127.0.0.1/r.git",
+            "git@h.example:o/r.git",
+        ] {
+            assert!(!is_local(url), "{url}");
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! Where the lambdas learn which models exist: records in the mirrored repository, or MLflow's
+//! model registry.
+
+pub mod mlflow;
+pub mod records;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// One trained model, as a source reports it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelRecord {
+    /// What a deployment pins, e.g. `m-20261122` or `models:/label-bot/3`.
+    pub id: String,
+    /// When the model was made; the newest model is the one with the greatest `created`.
+    pub created: DateTime<Utc>,
+    /// The commit of the mirrored repository the model was trained on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_revision: Option<String>,
+    /// Evaluation metrics, for people and later lambdas.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// The newest model: greatest `created`, ties broken by the greater id so the choice is stable.
+pub fn newest(models: &[ModelRecord]) -> Option<&ModelRecord> {
+    models
+        .iter()
+        .max_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)))
+}
+
+/// What a source reported: the models, or why it could not say.
+pub type Models = Result<Vec<ModelRecord>, String>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str, created: &str) -> ModelRecord {
+        ModelRecord {
+            id: id.into(),
+            created: created.parse().unwrap(),
+            data_revision: None,
+            metrics: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn newest_is_greatest_created_then_id() {
+        let models = [
+            rec("b", "2026-01-02T00:00:00Z"),
+            rec("c", "2026-01-03T00:00:00Z"),
+            rec("a", "2026-01-03T00:00:00Z"),
+        ];
+        assert_eq!(newest(&models).unwrap().id, "c");
+        assert!(newest(&[]).is_none());
+    }
+}

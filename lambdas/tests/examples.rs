@@ -1,0 +1,154 @@
+//! The example lambdas in Python and Go run as real processes and are judged by lambda-check.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use modelsync_lambdas::check::{LambdaCheckArgs, check};
+use support::Guarded;
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/lambdas")
+}
+
+fn args(url: &str, expect: Option<bool>) -> LambdaCheckArgs {
+    LambdaCheckArgs {
+        url: url.to_owned(),
+        timeout: Duration::from_secs(10),
+        bearer_token_file: None,
+        namespace: "default".into(),
+        name: "example".into(),
+        expect_needs_sync: expect,
+    }
+}
+
+/// Runs the same scenario against a started lambda: no model, a fresh model, a broken record.
+async fn scenario(models: &Path, url: &str) {
+    let report = check(&args(url, Some(true)))
+        .await
+        .unwrap_or_else(|e| panic!("no model: {e}"));
+    assert_eq!(report.answer.reason.as_deref(), Some("no model exists yet"));
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+
+    let fresh = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    std::fs::write(
+        models.join("m1.json"),
+        format!(r#"{{"id":"m1","created":"{fresh}"}}"#),
+    )
+    .unwrap();
+    std::fs::write(
+        models.join("m0.json"),
+        r#"{"id":"m0","created":"2020-01-01T00:00:00Z"}"#,
+    )
+    .unwrap();
+    let report = check(&args(url, Some(false)))
+        .await
+        .unwrap_or_else(|e| panic!("fresh model: {e}"));
+    assert_eq!(report.answer.revision.as_deref(), Some("m1"));
+
+    std::fs::write(models.join("m2.json"), "{not json").unwrap();
+    let err = check(&args(url, None)).await.unwrap_err();
+    assert!(
+        err.starts_with("lambda answered HTTP 500, expected 200") && err.contains("m2.json"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn python_example_follows_the_protocol() {
+    let models = tempfile::tempdir().unwrap();
+    let script = examples().join("python/lambda.py");
+    let models_arg = models.path().display().to_string();
+    let mut lambda = Guarded::spawn(
+        "python3",
+        &[
+            &script.display().to_string(),
+            "--models",
+            &models_arg,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ],
+        models.path(),
+    );
+    let line = lambda.wait_for_line("listening on ");
+    let url = format!("{}/needsTrain", line.trim_start_matches("listening on "));
+    scenario(models.path(), &url).await;
+}
+
+#[tokio::test]
+async fn go_example_follows_the_protocol() {
+    let build = tempfile::tempdir().unwrap();
+    let binary = build.path().join("lambda");
+    let out = Command::new("go")
+        .current_dir(examples().join("go"))
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg(".")
+        .output()
+        .expect("go is installed (see README: the Go example needs a Go toolchain)");
+    assert!(
+        out.status.success(),
+        "go build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let models = tempfile::tempdir().unwrap();
+    let models_arg = models.path().display().to_string();
+    let mut lambda = Guarded::spawn(
+        &binary.display().to_string(),
+        &["--models", &models_arg, "--listen", "127.0.0.1:0"],
+        models.path(),
+    );
+    let line = lambda.wait_for_line("listening on ");
+    let url = format!("{}/needsSync", line.trim_start_matches("listening on "));
+    scenario(models.path(), &url).await;
+}
+
+#[tokio::test]
+async fn lambda_check_says_what_is_wrong() {
+    let app = axum::Router::new()
+        .route("/text", axum::routing::get(|| async { "yes" }))
+        .route(
+            "/string",
+            axum::routing::get(|| async { axum::Json(serde_json::json!({"needsSync": "true"})) }),
+        )
+        .route(
+            "/empty",
+            axum::routing::get(|| async {
+                axum::Json(serde_json::json!({"needsSync": true, "parameters": {"model": ""}}))
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let err = check(&args(&format!("{base}/text"), None))
+        .await
+        .unwrap_err();
+    assert!(err.starts_with("answer is not JSON"), "{err}");
+    let err = check(&args(&format!("{base}/string"), None))
+        .await
+        .unwrap_err();
+    assert_eq!(err, "field needsSync is a string, expected a boolean");
+    let err = check(&args(&format!("{base}/missing"), None))
+        .await
+        .unwrap_err();
+    assert!(err.starts_with("lambda answered HTTP 404"), "{err}");
+    let report = check(&args(&format!("{base}/empty"), None)).await.unwrap();
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w == "parameter model is empty: a run would get no value"),
+        "{report}"
+    );
+    let port = support::free_port();
+    let err = check(&args(&format!("http://127.0.0.1:{port}/"), None))
+        .await
+        .unwrap_err();
+    assert!(err.starts_with("calling the lambda"), "{err}");
+}
