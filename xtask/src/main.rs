@@ -1,5 +1,6 @@
 //! Developer tasks: `cargo xtask demo`, `cargo xtask cluster up|down|status|build`.
 
+mod bench;
 mod cluster;
 mod demo;
 
@@ -20,11 +21,14 @@ enum Command {
     /// The whole loop on a local control plane, narrated: lambdas decide, runs start and
     /// finish, a model is trained, a pull request bumps it, old runs are collected.
     Demo(demo::DemoArgs),
+    /// Benchmarks against the local control plane (release builds); see BENCHMARKS.md.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Cluster(cmd) => cluster::run(cmd),
         Command::Demo(args) => demo::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

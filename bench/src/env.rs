@@ -1,0 +1,291 @@
+//! What the controller benchmarks share: a local control plane with the CRDs, the release
+//! controller as a real process, an in-process lambda that answers at once, and readings of
+//! a process's CPU and memory and of the API server's write counters.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use axum::Router;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::get;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::CustomResourceExt;
+use kube::api::{Api, ObjectMeta, PostParams};
+use modelsync_api::ModelSync;
+use modelsync_testenv::ControlPlane;
+use modelsync_testenv::process::{Guarded, free_port, log_tail};
+use serde_json::{Value, json};
+
+pub async fn control_plane() -> Result<(ControlPlane, kube::Client)> {
+    let cp = modelsync_testenv::start_with_crds(&[ModelSync::crd()]).await?;
+    let client = cp.client().await?;
+    Ok((cp, client))
+}
+
+pub async fn namespace(client: &kube::Client, name: &str) -> Result<()> {
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some(name.into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(|| format!("creating namespace {name}"))?;
+    Ok(())
+}
+
+/// The release controller as a process, with its metrics on a known port.
+pub struct Controller {
+    pub proc: Guarded,
+    pub metrics: String,
+    log: PathBuf,
+}
+
+impl Controller {
+    pub async fn start(cp: &ControlPlane, bin: &Path, ns: &str, logs: &Path) -> Result<Self> {
+        let port = free_port()?;
+        let log = logs.join(format!("controller-{port}.log"));
+        let proc = Guarded::spawn(
+            "modelsync-controller",
+            Path::new("env"),
+            &[
+                format!("KUBECONFIG={}", cp.kubeconfig().display()),
+                "RUST_LOG=warn".into(),
+                bin.display().to_string(),
+                "controller".into(),
+                format!("--namespace={ns}"),
+                format!("--metrics-addr=127.0.0.1:{port}"),
+                "--concurrency=64".into(),
+            ],
+            &log,
+        )?;
+        let mut c = Controller {
+            proc,
+            metrics: format!("http://127.0.0.1:{port}/metrics"),
+            log,
+        };
+        c.wait_ready(port).await?;
+        Ok(c)
+    }
+
+    async fn wait_ready(&mut self, port: u16) -> Result<()> {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(r) = http
+                .get(format!("http://127.0.0.1:{port}/healthz"))
+                .send()
+                .await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            if self.proc.exited().is_some() || Instant::now() > deadline {
+                bail!(
+                    "the controller did not come up:\n{}",
+                    log_tail(&self.log, 30)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The controller's own pid (the guard's child).
+    pub fn pid(&self) -> Option<u32> {
+        let marker = self
+            .metrics
+            .trim_end_matches("/metrics")
+            .trim_start_matches("http://");
+        modelsync_testenv::process::pids_mentioning(marker)
+            .into_iter()
+            .find(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim() == "modelsync")
+            })
+    }
+
+    pub async fn scrape(&self) -> Result<String> {
+        Ok(reqwest::get(&self.metrics).await?.text().await?)
+    }
+}
+
+/// CPU seconds (user + system) a process has used so far.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 =
+        f.get(11).unwrap_or(&"0").parse::<f64>()? + f.get(12).unwrap_or(&"0").parse::<f64>()?;
+    Ok(ticks / 100.0)
+}
+
+/// (current RSS, peak RSS) in MB.
+pub fn rss_mb(pid: u32) -> Result<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    Ok((field("VmRSS:"), field("VmHWM:")))
+}
+
+/// Sum of a Prometheus counter family's samples whose labels contain all of `want`.
+pub fn counter_sum(text: &str, family: &str, want: &[&str], except: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(family) && !l.starts_with('#'))
+        .filter(|l| want.iter().all(|w| l.contains(w)) && !except.iter().any(|e| l.contains(e)))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
+/// Buckets of a Prometheus histogram (upper bound, cumulative count).
+pub fn histogram(text: &str, family: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{family}_bucket{{");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            let count = l.rsplit_once(' ')?.1.parse().ok()?;
+            Some((le, count))
+        })
+        .collect()
+}
+
+/// The `q` quantile (0..1) of the observations between two scrapes of one histogram, as the
+/// upper bound of the bucket it falls in.
+pub fn histogram_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> f64 {
+    let delta: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(le, c)| {
+            let b = before
+                .iter()
+                .find(|(l, _)| l == le)
+                .map(|(_, c)| *c)
+                .unwrap_or(0.0);
+            (*le, c - b)
+        })
+        .collect();
+    let total = delta.last().map(|(_, c)| *c).unwrap_or(0.0);
+    if total == 0.0 {
+        return f64::NAN;
+    }
+    delta
+        .iter()
+        .find(|(_, c)| *c >= q * total)
+        .map(|(le, _)| *le)
+        .unwrap_or(f64::INFINITY)
+}
+
+/// The API server's `/metrics`, read with the admin token.
+pub async fn apiserver_metrics(cp: &ControlPlane, client: &kube::Client) -> Result<String> {
+    let req = axum::http::Request::get("/metrics").body(Vec::new())?;
+    let _ = cp;
+    Ok(client.request_text(req).await?)
+}
+
+/// Mutating requests the API server has served, minus Leases and Events (not ModelSync state).
+pub fn api_writes(metrics: &str) -> f64 {
+    ["POST", "PUT", "PATCH", "DELETE", "APPLY"]
+        .iter()
+        .map(|verb| {
+            counter_sum(
+                metrics,
+                "apiserver_request_total{",
+                &[&format!("verb=\"{verb}\"")],
+                &["resource=\"leases\"", "resource=\"events\""],
+            )
+        })
+        .sum()
+}
+
+/// How the in-process lambda answers one ModelSync.
+pub type Answerer = Arc<dyn Fn(&str) -> Value + Send + Sync>;
+
+/// When each ModelSync asked, by name.
+pub type CallLog = Arc<Mutex<HashMap<String, Vec<Instant>>>>;
+
+/// An in-process needs-sync lambda: answers from a closure at once and records when each
+/// ModelSync asked.
+#[derive(Clone)]
+pub struct FastLambda {
+    pub url: String,
+    pub calls: CallLog,
+}
+
+impl FastLambda {
+    pub async fn start(answer: Answerer) -> Result<Self> {
+        let calls: CallLog = Arc::default();
+        let state = (answer, calls.clone());
+        let app = Router::new()
+            .route(
+                "/needsSync",
+                get(
+                    |State((answer, calls)): State<(Answerer, CallLog)>,
+                     headers: HeaderMap| async move {
+                        let name = headers
+                            .get(modelsync_api::lambda::HEADER_NAME)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned();
+                        calls
+                            .lock()
+                            .unwrap()
+                            .entry(name.clone())
+                            .or_default()
+                            .push(Instant::now());
+                        axum::Json(answer(&name))
+                    },
+                ),
+            )
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/needsSync", listener.local_addr()?);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(FastLambda { url, calls })
+    }
+
+    pub fn total_calls(&self) -> usize {
+        self.calls.lock().unwrap().values().map(Vec::len).sum()
+    }
+}
+
+/// A ModelSync for benchmarks.
+pub fn modelsync(name: &str, url: &str, poll: &str) -> Value {
+    json!({
+        "apiVersion": "modelsync.dev/v1alpha1",
+        "kind": "ModelSync",
+        "metadata": {"name": name},
+        "spec": {
+            "needsSyncUrl": url,
+            "pollInterval": poll,
+            "parameters": [{"needsSyncName": "model", "pipelineName": "model-id"}],
+            "successfulPipelineRunsHistoryLimit": 3,
+            "pipelineRunTemplate": {"spec": {
+                "pipelineRef": {"name": "deploy"},
+                "params": [{"name": "model-id", "value": ""}],
+            }},
+        },
+    })
+}

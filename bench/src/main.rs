@@ -1,0 +1,103 @@
+//! `modelsync-bench`: benchmarks against the real local control plane and real processes.
+//! Run through `cargo xtask bench [name]`, which builds this and the `modelsync` binary in
+//! release mode. Prints a table and writes JSON (`target/bench/<name>.json`).
+
+mod decision;
+mod env;
+mod fleet;
+mod lambdas;
+mod mirror;
+mod report;
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Parser)]
+#[command(about = "modelsync benchmarks")]
+struct Cli {
+    /// Which benchmarks (default: all).
+    #[arg(value_enum)]
+    names: Vec<Bench>,
+    /// Repetitions of each benchmark; figures are the median with min and max.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// The release `modelsync` binary to measure.
+    #[arg(long, env = "MODELSYNC_BIN")]
+    modelsync: PathBuf,
+    /// Folder for the JSON results.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Bench {
+    Decision,
+    Scale,
+    Memory,
+    Lambdas,
+    Mirror,
+}
+
+/// What every benchmark gets.
+pub struct Opts {
+    pub runs: usize,
+    pub modelsync: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let names = if cli.names.is_empty() {
+        vec![
+            Bench::Decision,
+            Bench::Scale,
+            Bench::Memory,
+            Bench::Lambdas,
+            Bench::Mirror,
+        ]
+    } else {
+        cli.names.clone()
+    };
+    let opts = Opts {
+        runs: cli.runs,
+        modelsync: cli.modelsync.clone(),
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    let mut all: Vec<report::Figure> = Vec::new();
+    let mut fleet_done = false;
+    for name in names.iter().copied() {
+        // Scale and memory are measured on one fleet: building 10,000 ModelSyncs with 30,000
+        // runs twice would not fit the time budget.
+        let fleet = matches!(name, Bench::Scale | Bench::Memory);
+        if fleet && fleet_done {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        eprintln!("== {name:?}");
+        let figures: Vec<report::Figure> = rt.block_on(async {
+            match name {
+                Bench::Decision => decision::run(&opts).await,
+                Bench::Lambdas => lambdas::run(&opts).await,
+                Bench::Mirror => mirror::run(&opts).await,
+                Bench::Scale | Bench::Memory => fleet::run(&opts).await,
+            }
+        })?;
+        fleet_done |= fleet;
+        eprintln!("   {name:?} took {:.0}s", started.elapsed().as_secs_f64());
+        std::fs::create_dir_all(&cli.out)?;
+        let mut by_bench: std::collections::BTreeMap<String, Vec<&report::Figure>> =
+            Default::default();
+        for f in &figures {
+            by_bench.entry(f.bench.clone()).or_default().push(f);
+        }
+        for (bench, figs) in by_bench {
+            std::fs::write(
+                cli.out.join(format!("{bench}.json")),
+                serde_json::to_string_pretty(&figs)?,
+            )?;
+        }
+        all.extend(figures);
+    }
+    print!("{}", report::table(&all));
+    Ok(())
+}
