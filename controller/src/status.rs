@@ -126,35 +126,24 @@ pub fn next_status(
     let (ready, reconciling, stalled) = obs.phase.statuses();
     let reason = obs.phase.reason();
     let message = obs.phase.message();
-    let conditions = vec![
+    let conditions = [
+        ("Ready", ready),
+        ("Reconciling", reconciling),
+        ("Stalled", stalled),
+    ]
+    .into_iter()
+    .map(|(type_, status)| {
         condition(
-            "Ready",
-            ready,
+            type_,
+            status,
             reason,
             message.clone(),
             obs.generation,
             &prev.conditions,
             now,
-        ),
-        condition(
-            "Reconciling",
-            reconciling,
-            reason,
-            message.clone(),
-            obs.generation,
-            &prev.conditions,
-            now,
-        ),
-        condition(
-            "Stalled",
-            stalled,
-            reason,
-            message,
-            obs.generation,
-            &prev.conditions,
-            now,
-        ),
-    ];
+        )
+    })
+    .collect();
 
     let mut last_decision = prev.last_decision.clone();
     let mut last_check_time = prev.last_check_time;
