@@ -53,7 +53,10 @@ pub struct Controller {
 impl Controller {
     pub async fn start(cp: &ControlPlane, bin: &Path, ns: &str, logs: &Path) -> Result<Self> {
         let port = free_port()?;
-        let log = logs.join(format!("controller-{port}.log"));
+        let log = match std::env::var_os("BENCH_LOG_DIR") {
+            Some(d) => std::path::PathBuf::from(d).join(format!("controller-{port}.log")),
+            None => logs.join(format!("controller-{port}.log")),
+        };
         let proc = Guarded::spawn(
             "modelsync-controller",
             Path::new("env"),
