@@ -53,10 +53,10 @@ pub struct Controller {
 impl Controller {
     pub async fn start(cp: &ControlPlane, bin: &Path, ns: &str, logs: &Path) -> Result<Self> {
         let port = free_port()?;
-        let log = match std::env::var_os("BENCH_LOG_DIR") {
-            Some(d) => std::path::PathBuf::from(d).join(format!("controller-{port}.log")),
-            None => logs.join(format!("controller-{port}.log")),
-        };
+        // MODELSYNC_BENCH_LOGS keeps the controller's log past the run, for a closer look.
+        let dir = std::env::var_os("MODELSYNC_BENCH_LOGS")
+            .map_or_else(|| logs.to_path_buf(), PathBuf::from);
+        let log = dir.join(format!("controller-{port}.log"));
         let proc = Guarded::spawn(
             "modelsync-controller",
             Path::new("env"),
