@@ -246,7 +246,12 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
     let forget = ctx.clone();
     let modelsync_events = watcher(modelsyncs, watcher::Config::default().any_semantic())
         .default_backoff()
-        .modify(|ms| ms.managed_fields_mut().clear())
+        // The cache keeps only what passes read: managed fields and kubectl's copy of the last
+        // applied object would more than double each cached ModelSync.
+        .modify(|ms| {
+            ms.managed_fields_mut().clear();
+            ms.annotations_mut().remove(LAST_APPLIED);
+        })
         .reflect(writer)
         .inspect(move |ev| {
             if let Ok(watcher::Event::Delete(ms)) = ev
@@ -331,6 +336,9 @@ async fn shutdown_signal() {
         std::process::exit(130);
     });
 }
+
+/// The annotation `kubectl apply` keeps its copy of the whole applied object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -14,7 +14,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use modelsync_api::modelsync::{ANNOTATION_REQUESTED_AT, Decision, RunResult};
-use modelsync_api::pipelinerun::{PipelineRunSpec, SPEC_STATUS_CANCELLED};
+use modelsync_api::pipelinerun::SPEC_STATUS_CANCELLED;
 use modelsync_api::{ModelSync, PipelineRun};
 use serde_json::json;
 use tracing::{info, warn};
@@ -23,7 +23,7 @@ use crate::lambda_client::{Ask, LambdaClient};
 use crate::metrics::Metrics;
 use crate::plan::{self, AnswerAction, GateDecision};
 use crate::run_index::RunIndex;
-use crate::runs::{OwnedRuns, summary};
+use crate::runs::{OwnedRuns, RunRecord, summary};
 use crate::status::{self, Observation, Phase};
 use crate::template::{self, RunRequest};
 
@@ -145,10 +145,8 @@ pub fn error_policy(ms: Arc<ModelSync>, error: &Error, _ctx: Arc<Context>) -> Ac
     Action::requeue(Duration::from_secs(5))
 }
 
-fn owned_by(run: &PipelineRun, uid: &str) -> bool {
-    run.owner_references()
-        .iter()
-        .any(|o| o.uid == uid && o.controller == Some(true))
+fn owned_by(run: &RunRecord, uid: &str) -> bool {
+    run.controller_uid.as_deref() == Some(uid)
 }
 
 fn run_ref(namespace: &str, name: &str, uid: Option<String>) -> ObjectReference {
@@ -163,13 +161,18 @@ fn run_ref(namespace: &str, name: &str, uid: Option<String>) -> ObjectReference 
 }
 
 /// Stand-in for a run this process created but has not seen through the watch yet.
-fn placeholder(namespace: &str, name: &str) -> PipelineRun {
-    let mut run = PipelineRun::new(name, PipelineRunSpec::default());
-    run.metadata.namespace = Some(namespace.into());
-    run.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-        k8s_openapi::jiff::Timestamp::now(),
-    ));
-    run
+fn placeholder(name: &str, owner_uid: &str) -> RunRecord {
+    RunRecord {
+        name: name.to_owned(),
+        uid: None,
+        created: Some(Utc::now()),
+        controller_uid: Some(owner_uid.to_owned()),
+        result: RunResult::Running,
+        cancel_requested: false,
+        start_time: None,
+        completion_time: None,
+        parameters: None,
+    }
 }
 
 async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> {
@@ -190,7 +193,7 @@ async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> 
     let now = Instant::now();
 
     // 1. The runs this ModelSync owns, including one just created and not yet watched.
-    let mut owned: Vec<Arc<PipelineRun>> = ctx
+    let mut owned: Vec<Arc<RunRecord>> = ctx
         .runs
         .runs_of(&ns, &name)
         .into_iter()
@@ -199,10 +202,10 @@ async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> 
     {
         let mut pending = ctx.pending.lock().expect("pending lock");
         if let Some((run, since)) = pending.get(&uid).cloned() {
-            if owned.iter().any(|r| r.name_any() == run) || since.elapsed() > PENDING_GRACE {
+            if owned.iter().any(|r| r.name == run) || since.elapsed() > PENDING_GRACE {
                 pending.remove(&uid);
             } else {
-                owned.push(Arc::new(placeholder(&ns, &run)));
+                owned.push(Arc::new(placeholder(&run, &uid)));
             }
         }
     }
@@ -228,7 +231,7 @@ async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> 
     let mut obs = Observation {
         generation: ms.metadata.generation,
         phase: Phase::Idle,
-        active: active.first().map(|r| run_ref(&ns, &r.name_any(), r.uid())),
+        active: active.first().map(|r| run_ref(&ns, &r.name, r.uid.clone())),
         last_run: runs.newest().map(summary),
         last_successful_run: runs.newest_successful().map(summary),
         decision: None,
@@ -237,7 +240,7 @@ async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> 
         previous_run_now: prev.last_run.as_ref().and_then(|last| {
             runs.all()
                 .iter()
-                .find(|r| r.name_any() == last.name)
+                .find(|r| r.name == last.name)
                 .map(|r| summary(r))
         }),
     };
@@ -260,8 +263,8 @@ async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> 
     let poll = ctx.poll_state(&uid);
     let finished_at = runs
         .newest()
-        .filter(|r| r.result() != RunResult::Running)
-        .and_then(|r| r.status.as_ref()?.completion_time);
+        .filter(|r| r.result != RunResult::Running)
+        .and_then(|r| r.completion_time);
     let settle_until =
         finished_at.map(|t| t + chrono::Duration::from_std(interval).unwrap_or_default());
     let run_finished_recently = settle_until.is_some_and(|t| t > Utc::now());
@@ -275,12 +278,14 @@ async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> 
         spec_changed: prev.observed_generation != ms.metadata.generation,
     });
     let jittered = plan::jittered(interval, rand::random::<f64>());
-    let mut requeue = jittered;
+    // When the next pass is due, as an instant: a pass can take seconds (a slow lambda, a busy
+    // API server), and a delay counted from its end would make every poll that much late.
+    let mut due = now + jittered;
 
     match gate {
         GateDecision::Suspended => obs.phase = Phase::Suspended,
         GateDecision::TooManyActive => {
-            let names: Vec<String> = active.iter().map(|r| r.name_any()).collect();
+            let names: Vec<String> = active.iter().map(|r| r.name.clone()).collect();
             obs.phase = Phase::TooManyActiveRuns(format!(
                 "{} runs labelled {}={name} are active ({}); no run starts until at most one is",
                 names.len(),
@@ -289,17 +294,16 @@ async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> 
             ));
         }
         GateDecision::WaitForActiveRun => {
-            obs.phase = Phase::RunActive(active[0].name_any());
+            obs.phase = Phase::RunActive(active[0].name.clone());
         }
         GateDecision::NotDue => {
-            obs.phase = steady_phase(&prev, active.first().map(|r| r.name_any()));
+            obs.phase = steady_phase(&prev, active.first().map(|r| r.name.clone()));
             if let Some(p) = poll {
-                requeue = p.next_due.saturating_duration_since(now);
+                due = p.next_due;
             }
             if let Some(t) = settle_until.filter(|_| run_finished_recently) {
-                requeue = requeue.max((t - Utc::now()).to_std().unwrap_or_default());
+                due = due.max(Instant::now() + (t - Utc::now()).to_std().unwrap_or_default());
             }
-            requeue = requeue.max(Duration::from_millis(10));
         }
         GateDecision::CallLambda => {
             if let Err(e) = template::v1_spec(&spec.pipeline_run_template) {
@@ -318,7 +322,7 @@ async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> 
                         .observe((now - p.next_due).as_secs_f64());
                 }
                 obs.handled_requested_at = requested_at;
-                requeue = ask_and_act(
+                due = ask_and_act(
                     ms, ctx, &ns, &name, &uid, &runs, &mut obs, interval, timeout, jittered,
                 )
                 .await?;
@@ -327,7 +331,8 @@ async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> 
     }
 
     finish(ms, ctx, &prev, &obs).await?;
-    Ok(Action::requeue(requeue))
+    let wait = due.saturating_duration_since(Instant::now());
+    Ok(Action::requeue(wait.max(Duration::from_millis(10))))
 }
 
 /// What a pass that does not ask the lambda reports: an error stays reported until the next
@@ -357,9 +362,9 @@ async fn ask_and_act(
     interval: Duration,
     timeout: Duration,
     jittered: Duration,
-) -> Result<Duration, Error> {
+) -> Result<Instant, Error> {
     let now = Instant::now();
-    let last_run = runs.newest().map(|r| r.name_any());
+    let last_run = runs.newest().map(|r| r.name.clone());
     let asked = Instant::now();
     let answer = ctx
         .lambda
@@ -394,7 +399,7 @@ async fn ask_and_act(
                 "LambdaError" => Phase::LambdaError(msg),
                 _ => Phase::InvalidLambdaResponse(msg),
             };
-            return Ok(delay);
+            return Ok(now + delay);
         }
     };
 
@@ -409,7 +414,7 @@ async fn ask_and_act(
     let active = runs.active();
     let active_params = active
         .first()
-        .map(|r| template::recorded_params(r.annotations()));
+        .map(|r| template::recorded_params(r.parameters.as_deref()));
     let action = plan::on_answer(
         &answer,
         &ms.spec.parameters,
@@ -419,17 +424,15 @@ async fn ask_and_act(
         next_due: now + jittered,
         failures: 0,
     };
-    let mut requeue = jittered;
     match action {
         AnswerAction::Idle => obs.phase = Phase::Idle,
-        AnswerAction::KeepActive => obs.phase = Phase::RunActive(active[0].name_any()),
+        AnswerAction::KeepActive => obs.phase = Phase::RunActive(active[0].name.clone()),
         AnswerAction::Unusable(msg) => {
             let delay = plan::backoff(failures + 1, interval);
             next = PollState {
                 next_due: now + delay,
                 failures: failures + 1,
             };
-            requeue = delay;
             warn!(modelsync = %format!("{ns}/{name}"), "{msg}");
             obs.phase = Phase::InvalidLambdaResponse(format!(
                 "lambda GET {}: {msg}",
@@ -438,8 +441,8 @@ async fn ask_and_act(
         }
         AnswerAction::Start(params) | AnswerAction::Replace(params) => {
             if let Some(old) = active.first() {
-                cancel(ctx, ns, &old.name_any()).await?;
-                info!(modelsync = %format!("{ns}/{name}"), run = %old.name_any(), "cancelled run with outdated parameters (Replace)");
+                cancel(ctx, ns, &old.name).await?;
+                info!(modelsync = %format!("{ns}/{name}"), run = %old.name, "cancelled run with outdated parameters (Replace)");
             }
             let run_name = template::run_name(name, uid, last_run.as_deref(), &params);
             let owner = serde_json::to_value(
@@ -482,7 +485,7 @@ async fn ask_and_act(
         }
     }
     ctx.set_poll_state(uid, next);
-    Ok(requeue)
+    Ok(next.next_due)
 }
 
 fn uid_key(ms: &ModelSync) -> String {

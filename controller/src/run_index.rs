@@ -1,5 +1,5 @@
-//! PipelineRuns carrying the `modelsync.dev/name` label, indexed by (namespace, ModelSync), fed
-//! by one watch. A reconcile reads one ModelSync's runs without scanning every run.
+//! PipelineRuns carrying the `modelsync.dev/name` label, kept as [`RunRecord`]s and indexed by
+//! (namespace, ModelSync), fed by one watch. A reconcile reads one ModelSync's runs without scanning every run.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,8 +10,10 @@ use kube::runtime::watcher::Event;
 use modelsync_api::PipelineRun;
 use modelsync_api::modelsync::LABEL_NAME;
 
+use crate::runs::RunRecord;
+
 type Key = (String, String);
-type Runs = HashMap<Key, HashMap<String, Arc<PipelineRun>>>;
+type Runs = HashMap<Key, HashMap<String, Arc<RunRecord>>>;
 
 #[derive(Default)]
 struct Inner {
@@ -31,11 +33,12 @@ fn key(run: &PipelineRun) -> Option<Key> {
     Some((run.namespace()?, run.labels().get(LABEL_NAME)?.clone()))
 }
 
-fn insert(runs: &mut Runs, run: PipelineRun) {
-    if let Some(k) = key(&run) {
+fn insert(runs: &mut Runs, run: &PipelineRun) {
+    if let Some(k) = key(run) {
+        let record = RunRecord::from(run);
         runs.entry(k)
             .or_default()
-            .insert(run.name_any(), Arc::new(run));
+            .insert(record.name.clone(), Arc::new(record));
     }
 }
 
@@ -50,7 +53,7 @@ impl RunIndex {
     pub fn apply(&self, event: &Event<PipelineRun>) {
         let mut inner = self.inner.lock().expect("run index lock");
         match event {
-            Event::Apply(run) => insert(&mut inner.runs, strip(run)),
+            Event::Apply(run) => insert(&mut inner.runs, run),
             Event::Delete(run) => {
                 if let Some(k) = key(run) {
                     let now_empty = inner.runs.get_mut(&k).is_some_and(|m| {
@@ -63,13 +66,10 @@ impl RunIndex {
                 }
             }
             Event::Init => inner.relist = Some(Runs::new()),
-            Event::InitApply(run) => {
-                let run = strip(run);
-                match inner.relist.as_mut() {
-                    Some(relist) => insert(relist, run),
-                    None => insert(&mut inner.runs, run),
-                }
-            }
+            Event::InitApply(run) => match inner.relist.as_mut() {
+                Some(relist) => insert(relist, run),
+                None => insert(&mut inner.runs, run),
+            },
             Event::InitDone => {
                 if let Some(relist) = inner.relist.take() {
                     inner.runs = relist;
@@ -80,7 +80,7 @@ impl RunIndex {
     }
 
     /// The runs labelled for `namespace/name` (ownership is checked by the caller).
-    pub fn runs_of(&self, namespace: &str, name: &str) -> Vec<Arc<PipelineRun>> {
+    pub fn runs_of(&self, namespace: &str, name: &str) -> Vec<Arc<RunRecord>> {
         let inner = self.inner.lock().expect("run index lock");
         inner
             .runs
@@ -98,13 +98,6 @@ impl RunIndex {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-/// Managed fields are a quarter or more of a run's metadata and are never read here.
-fn strip(run: &PipelineRun) -> PipelineRun {
-    let mut run = run.clone();
-    run.metadata.managed_fields = None;
-    run
 }
 
 #[cfg(test)]
@@ -137,7 +130,11 @@ mod tests {
 
         idx.apply(&Event::Apply(run("a", "m", "r3")));
         idx.apply(&Event::Delete(run("a", "m", "r1")));
-        let names: Vec<_> = idx.runs_of("a", "m").iter().map(|r| r.name_any()).collect();
+        let names: Vec<_> = idx
+            .runs_of("a", "m")
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
         assert_eq!(names, ["r3"]);
 
         // A relist after a watch gap replaces everything: r3 vanished meanwhile.

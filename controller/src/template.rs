@@ -232,11 +232,10 @@ fn set_params(
     Ok(())
 }
 
-/// The mapped params recorded on a run, to compare a new decision with the active run's.
-pub fn recorded_params(
-    annotations: &BTreeMap<String, String>,
-) -> Option<BTreeMap<String, ParamValue>> {
-    serde_json::from_str(annotations.get(ANNOTATION_PARAMETERS)?).ok()
+/// The mapped params recorded on a run (its [`ANNOTATION_PARAMETERS`] annotation), to compare
+/// a new decision with the active run's.
+pub fn recorded_params(annotation: Option<&str>) -> Option<BTreeMap<String, ParamValue>> {
+    serde_json::from_str(annotation?).ok()
 }
 
 #[cfg(test)]

@@ -122,7 +122,8 @@ fn mapped_params_override_template_params_and_others_stay() {
     );
     let recorded: BTreeMap<String, String> =
         serde_json::from_value(run["metadata"]["annotations"].clone()).unwrap();
-    assert_eq!(recorded_params(&recorded).unwrap(), params);
+    let annotation = recorded.get(ANNOTATION_PARAMETERS).map(String::as_str);
+    assert_eq!(recorded_params(annotation).unwrap(), params);
     assert_eq!(run["apiVersion"], "tekton.dev/v1");
 }
 
