@@ -32,7 +32,8 @@ pub struct Metrics {
     pub runs_deleted: Counter,
     pub status_writes: Counter,
     pub indexed_runs: Gauge,
-    /// How late each scheduled poll ran compared with its planned (jittered) time.
+    /// How late each scheduled poll ran compared with its planned time: the jittered interval
+    /// after the last poll, or the end of a finished run's settle period if later.
     pub poll_lag: Histogram,
 }
 
@@ -104,7 +105,8 @@ impl Default for Metrics {
         );
         registry.register(
             "modelsync_poll_lag_seconds",
-            "How late a scheduled lambda poll ran compared with its planned, jittered time",
+            "How late a scheduled lambda poll ran compared with its planned time (jittered \
+             interval, or the end of a finished run's settle period)",
             poll_lag.clone(),
         );
         Metrics {

@@ -302,7 +302,7 @@ async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> 
                 due = p.next_due;
             }
             if let Some(t) = settle_until.filter(|_| run_finished_recently) {
-                due = due.max(Instant::now() + (t - Utc::now()).to_std().unwrap_or_default());
+                due = due.max(instant_at(t, now));
             }
         }
         GateDecision::CallLambda => {
@@ -317,9 +317,12 @@ async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> 
                 );
             } else {
                 if let Some(p) = poll.filter(|p| p.next_due <= now) {
-                    ctx.metrics
-                        .poll_lag
-                        .observe((now - p.next_due).as_secs_f64());
+                    // Waiting out a finished run's settle period is the plan, not lag.
+                    let planned = settle_until
+                        .map(|t| instant_at(t, now))
+                        .map_or(p.next_due, |settled| settled.max(p.next_due))
+                        .min(now);
+                    ctx.metrics.poll_lag.observe((now - planned).as_secs_f64());
                 }
                 obs.handled_requested_at = requested_at;
                 due = ask_and_act(
@@ -333,6 +336,17 @@ async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> 
     finish(ms, ctx, &prev, &obs).await?;
     let wait = due.saturating_duration_since(Instant::now());
     Ok(Action::requeue(wait.max(Duration::from_millis(10))))
+}
+
+/// The monotonic instant of wall-clock time `t`, given that `now` is the present.
+fn instant_at(t: chrono::DateTime<Utc>, now: Instant) -> Instant {
+    match (t - Utc::now()).to_std() {
+        Ok(ahead) => now + ahead,
+        Err(_) => {
+            let behind = (Utc::now() - t).to_std().unwrap_or_default();
+            now.checked_sub(behind).unwrap_or(now)
+        }
+    }
 }
 
 /// What a pass that does not ask the lambda reports: an error stays reported until the next
