@@ -268,10 +268,6 @@ impl FastLambda {
         });
         Ok(FastLambda { url, calls })
     }
-
-    pub fn total_calls(&self) -> usize {
-        self.calls.lock().unwrap().values().map(Vec::len).sum()
-    }
 }
 
 /// A ModelSync for benchmarks.

@@ -63,6 +63,7 @@ fn main() -> anyhow::Result<()> {
         modelsync: cli.modelsync.clone(),
     };
     let rt = tokio::runtime::Runtime::new()?;
+    let suite = std::time::Instant::now();
     let mut all: Vec<report::Figure> = Vec::new();
     let mut fleet_done = false;
     for name in names.iter().copied() {
@@ -99,5 +100,6 @@ fn main() -> anyhow::Result<()> {
         all.extend(figures);
     }
     print!("{}", report::table(&all));
+    eprintln!("all benchmarks took {:.0}s", suite.elapsed().as_secs_f64());
     Ok(())
 }
