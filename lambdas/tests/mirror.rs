@@ -451,3 +451,335 @@ async fn token_from_a_file_is_sent_as_basic_auth() {
     // base64("x-access-token:s3cret")
     assert_eq!(sent, "Basic eC1hY2Nlc3MtdG9rZW46czNjcmV0");
 }
+
+/// `git args...` in `dir` with no user configuration; its raw standard output.
+fn git_bytes(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Asserts that `worktree` holds exactly the tree of commit `hash` of `repo`, as `git ls-tree`
+/// lists it: the same paths, file bytes, executable bits, symlink targets, and an empty folder
+/// per submodule.
+fn assert_checked_out(repo: &Path, worktree: &Path, hash: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let listing = git_bytes(repo, &["ls-tree", "-r", "-z", "--full-tree", hash]);
+    let mut expected = Vec::new();
+    for line in listing.split(|b| *b == 0).filter(|l| !l.is_empty()) {
+        let line = String::from_utf8(line.to_vec()).unwrap();
+        let (meta, path) = line.split_once('\t').unwrap();
+        let [mode, _kind, id]: [&str; 3] = meta.split(' ').collect::<Vec<_>>().try_into().unwrap();
+        let on_disk = worktree.join(path);
+        let stat = fs::symlink_metadata(&on_disk)
+            .unwrap_or_else(|e| panic!("{path} of {hash} is not checked out: {e}"));
+        match mode {
+            "100644" | "100755" => {
+                assert!(stat.is_file(), "{path} is not a file");
+                let blob = git_bytes(repo, &["cat-file", "blob", id]);
+                assert_eq!(fs::read(&on_disk).unwrap(), blob, "{path}'s bytes");
+                let executable = stat.permissions().mode() & 0o111 != 0;
+                assert_eq!(executable, mode == "100755", "{path}'s executable bit");
+            }
+            "120000" => {
+                let target = git_bytes(repo, &["cat-file", "blob", id]);
+                let link = fs::read_link(&on_disk).unwrap();
+                assert_eq!(
+                    link.as_os_str().as_encoded_bytes(),
+                    target,
+                    "{path}'s target"
+                );
+            }
+            "160000" => {
+                assert!(stat.is_dir(), "submodule {path} is not a folder");
+                assert_eq!(fs::read_dir(&on_disk).unwrap().count(), 0, "{path}");
+            }
+            other => panic!("{path}: unexpected mode {other}"),
+        }
+        expected.push(path.to_owned());
+    }
+    let mut found = Vec::new();
+    list_leaves(worktree, "", &mut found);
+    expected.sort();
+    found.sort();
+    assert_eq!(
+        found, expected,
+        "the worktree holds other paths than the commit"
+    );
+}
+
+/// Files, symlinks and empty folders under `dir`, relative, without the worktree's `.git`.
+fn list_leaves(dir: &Path, prefix: &str, out: &mut Vec<String>) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        if prefix.is_empty() && name == ".git" {
+            continue;
+        }
+        let rel = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() && fs::read_dir(entry.path()).unwrap().next().is_some() {
+            list_leaves(&entry.path(), &rel, out);
+        } else {
+            out.push(rel);
+        }
+    }
+}
+
+/// `git status` and `git diff` see nothing to report, and `git diff-files` (which trusts the
+/// index's stat data without reading the files) neither: the index matches the files exactly.
+fn assert_clean(worktree: &Path) {
+    for args in [
+        &["diff-files"][..],
+        &["status", "--porcelain"],
+        &["diff"],
+        &["diff", "--cached"],
+    ] {
+        let out = git_bytes(worktree, args);
+        assert!(
+            out.is_empty(),
+            "git {args:?} in {}:\n{}",
+            worktree.display(),
+            String::from_utf8_lossy(&out)
+        );
+    }
+}
+
+/// Every regular file of `dir` opened and read, as a reader holding them would: the handles
+/// still see the files' bytes after the worktree is removed.
+fn hold_files(dir: &Path) -> Vec<(PathBuf, fs::File, Vec<u8>)> {
+    let mut paths = Vec::new();
+    list_leaves(dir, "", &mut paths);
+    paths
+        .into_iter()
+        .map(|p| dir.join(p))
+        .filter(|p| fs::symlink_metadata(p).unwrap().is_file())
+        .map(|p| {
+            let bytes = fs::read(&p).unwrap();
+            (p.clone(), fs::File::open(&p).unwrap(), bytes)
+        })
+        .collect()
+}
+
+fn assert_unaltered(held: &mut [(PathBuf, fs::File, Vec<u8>)]) {
+    use std::io::{Read, Seek};
+    for (path, file, before) in held {
+        let mut now = Vec::new();
+        file.rewind().unwrap();
+        file.read_to_end(&mut now).unwrap();
+        assert_eq!(
+            now,
+            *before,
+            "{} changed under a reader during the sync",
+            path.display()
+        );
+    }
+}
+
+fn inode(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(path).unwrap().ino()
+}
+
+/// A new commit changes modes, turns a file into a folder and a folder into a file, deletes
+/// files and adds a symlink and a submodule: the new worktree is exactly the commit, unchanged
+/// files are shared with the previous worktree, and the previous worktree's bytes never change
+/// under its readers.
+#[test]
+fn new_commits_reuse_unchanged_files_and_never_alter_the_old_tree() {
+    use std::os::unix::fs::PermissionsExt;
+    let up = Upstream::new();
+    let work = up.work();
+    let first = up.commit(&[
+        ("keep.txt", "kept\n"),
+        ("a.sh", "echo a\n"),
+        ("run.sh", "echo run\n"),
+        ("dir/x.txt", "x1\n"),
+        ("dir/y.txt", "y\n"),
+        ("dir/deep/z.txt", "z\n"),
+        ("becomes-dir", "a file\n"),
+        ("becomes-file/inner.txt", "inner\n"),
+    ]);
+    fs::set_permissions(work.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    let first_exec = up.commit(&[]);
+    let root = tempfile::tempdir().unwrap();
+    let spec = spec(&up.url(), root.path(), "main", 1);
+    assert_eq!(mirror::sync::sync(&spec).unwrap().hash(), first_exec);
+    assert_ne!(first, first_exec);
+    let old = root.path().join(".worktrees").join(&first_exec);
+    assert_checked_out(&up.bare(), &old, &first_exec);
+    assert_clean(&old);
+
+    let mut held = hold_files(&old);
+    let old_keep = inode(&old.join("keep.txt"));
+    fs::set_permissions(work.join("a.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(work.join("run.sh"), fs::Permissions::from_mode(0o644)).unwrap();
+    fs::remove_file(work.join("becomes-dir")).unwrap();
+    fs::remove_dir_all(work.join("becomes-file")).unwrap();
+    std::os::unix::fs::symlink("keep.txt", work.join("link")).unwrap();
+    std::os::unix::fs::symlink("../dir/deep", work.join("dir/link-to-dir")).unwrap();
+    fs::create_dir(work.join("sub")).unwrap();
+    let gitlink = format!("160000,{first},sub");
+    git(&work, &["update-index", "--add", "--cacheinfo", &gitlink]);
+    let second = up.commit_at(
+        &[
+            ("dir/x.txt", Some("x2\n")),
+            ("dir/y.txt", None),
+            ("becomes-dir/now.txt", Some("now a folder\n")),
+            ("becomes-file", Some("now a file\n")),
+        ],
+        "2026-01-02T00:00:00Z",
+    );
+    assert_eq!(
+        mirror::sync::sync(&spec).unwrap(),
+        Outcome::Updated {
+            hash: second.clone()
+        }
+    );
+    let new = root.path().join(".worktrees").join(&second);
+    assert_unaltered(&mut held);
+    assert_checked_out(&up.bare(), &new, &second);
+    assert_clean(&new);
+    assert_eq!(
+        inode(&new.join("keep.txt")),
+        old_keep,
+        "an unchanged file is hard-linked, not written again"
+    );
+    assert!(!old.exists(), "the old worktree is removed");
+
+    // And back: a later commit reuses the files of a worktree that itself reused files.
+    let mut held = hold_files(&new);
+    let third = up.commit_at(
+        &[("keep.txt", Some("changed\n")), ("dir/x.txt", None)],
+        "2026-01-03T00:00:00Z",
+    );
+    mirror::sync::sync(&spec).unwrap();
+    assert_unaltered(&mut held);
+    let newest = root.path().join(".worktrees").join(&third);
+    assert_checked_out(&up.bare(), &newest, &third);
+    assert_clean(&newest);
+}
+
+/// A reader that writes into a published file must not spread its change to later commits.
+#[test]
+fn a_file_changed_by_a_reader_is_written_anew() {
+    let up = Upstream::new();
+    up.commit(&[("a.txt", "pristine\n"), ("b.txt", "one\n")]);
+    let root = tempfile::tempdir().unwrap();
+    let spec = spec(&up.url(), root.path(), "main", 1);
+    mirror::sync::sync(&spec).unwrap();
+    let link = root.path().join("repo");
+    let mut file = fs::OpenOptions::new()
+        .append(true)
+        .open(link.join("a.txt"))
+        .unwrap();
+    std::io::Write::write_all(&mut file, b"scribbled\n").unwrap();
+    drop(file);
+
+    let second = up.commit(&[("b.txt", "two\n")]);
+    mirror::sync::sync(&spec).unwrap();
+    assert_eq!(
+        fs::read_to_string(link.join("a.txt")).unwrap(),
+        "pristine\n"
+    );
+    let worktree = root.path().join(".worktrees").join(&second);
+    assert_checked_out(&up.bare(), &worktree, &second);
+    assert_clean(&worktree);
+}
+
+/// With a `.gitattributes` (at any depth) files are converted as git converts them; without,
+/// they are the blobs' bytes; and a worktree that was converted is never reused as it is.
+#[test]
+fn attributes_are_honoured_and_trees_without_them_are_unconverted() {
+    let up = Upstream::new();
+    let root = tempfile::tempdir().unwrap();
+    let spec = spec(&up.url(), root.path(), "main", 1);
+    let link = root.path().join("repo");
+    let read = |path: &str| fs::read_to_string(link.join(path)).unwrap();
+    let check = |hash: &str| assert_clean(&root.path().join(".worktrees").join(hash));
+
+    let plain = up.commit(&[("a.txt", "one\ntwo\n"), ("sub/b.txt", "x\ny\n")]);
+    mirror::sync::sync(&spec).unwrap();
+    assert_eq!(
+        (read("a.txt"), read("sub/b.txt")),
+        ("one\ntwo\n".into(), "x\ny\n".into())
+    );
+    check(&plain);
+
+    let nested = up.commit(&[("sub/.gitattributes", "*.txt eol=crlf\n")]);
+    mirror::sync::sync(&spec).unwrap();
+    assert_eq!(read("sub/b.txt"), "x\r\ny\r\n", "nested attributes apply");
+    assert_eq!(
+        read("a.txt"),
+        "one\ntwo\n",
+        "outside their folder they do not"
+    );
+    check(&nested);
+
+    // The blobs are the same as in the converted worktree, but its files are not the blobs.
+    let removed = up.commit_at(&[("sub/.gitattributes", None)], "2026-01-02T00:00:00Z");
+    mirror::sync::sync(&spec).unwrap();
+    assert_eq!(read("sub/b.txt"), "x\ny\n");
+    check(&removed);
+
+    let top = up.commit(&[(".gitattributes", "*.txt text eol=crlf\n")]);
+    mirror::sync::sync(&spec).unwrap();
+    assert_eq!(
+        (read("a.txt"), read("sub/b.txt")),
+        ("one\r\ntwo\r\n".into(), "x\r\ny\r\n".into())
+    );
+    check(&top);
+}
+
+/// Removing the previous worktree changes the change time of the files hard-linked from it;
+/// the new worktree's index records the new one, so git trusts its stat data again.
+#[test]
+fn the_index_is_refreshed_after_the_old_worktree_is_removed() {
+    use mirror::layout;
+    let up = Upstream::new();
+    let files: Vec<(String, String)> = (0..50)
+        .map(|i| (format!("d{}/f{i}.txt", i % 5), format!("{i}\n")))
+        .collect();
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let first = up.commit(&files);
+    let root = tempfile::tempdir().unwrap();
+    let root_path = root.path().canonicalize().unwrap();
+    mirror::sync::sync(&spec(&up.url(), &root_path, "main", 1)).unwrap();
+    let second = up.commit(&[("d0/f0.txt", "changed\n")]);
+    git(&root_path, &["fetch", "-q", &up.url(), "main"]);
+
+    let repo = git2::Repository::open(&root_path).unwrap();
+    let prepared = layout::prepare(&root_path, &first, Some(&second));
+    assert!(
+        prepared.is_some(),
+        "the first worktree's files can be reused"
+    );
+    let worktree = layout::add_worktree(&repo, &root_path, &second, prepared).unwrap();
+    assert_clean(&worktree.path);
+    // Coarse file timestamps: make sure the removal happens at a later tick than the links.
+    std::thread::sleep(Duration::from_millis(50));
+    layout::publish(&root_path, Path::new("repo"), &worktree.path).unwrap();
+    layout::remove_stale(&root_path, &second).unwrap();
+    let path = worktree.path.clone();
+    let refreshed = worktree.refresh_index().unwrap();
+    assert_eq!(refreshed, 49, "every linked file's entry is refreshed");
+    assert_clean(&path);
+    assert_checked_out(&up.bare(), &path, &second);
+}

@@ -1,8 +1,11 @@
 //! A git-sync v4 compatible mirror: `modelsync mirror` on its own, and the same loop inside the
 //! lambda server.
 
+mod checkout;
 pub mod layout;
 pub mod metrics;
+mod parallel;
+mod prelink;
 pub mod sync;
 pub mod webhook;
 

@@ -102,22 +102,22 @@ pub fn sync(spec: &SyncSpec) -> Result<Outcome, SyncError> {
     };
 
     let secrets = Secrets::read(&spec.credentials)?;
-    let target = {
-        let connection = remote
-            .connect_auth(Direction::Fetch, Some(secrets.callbacks()), None)
-            .map_err(git("connecting to"))?;
-        let heads: Vec<(String, Oid)> = connection
-            .list()
-            .map_err(git("listing refs of"))?
-            .iter()
-            .map(|h| (h.name().to_owned(), h.oid()))
-            .collect();
-        resolve(&heads, &spec.git_ref).ok_or_else(|| SyncError::RefNotFound {
-            git_ref: spec.git_ref.clone(),
-            repo: shown.clone(),
-            known: known_refs(&heads),
-        })?
-    };
+    // Left open for the fetch, which then reuses it rather than connecting again: one ref
+    // advertisement (a server process start for git:// and SSH) less per new commit.
+    let mut connection = remote
+        .connect_auth(Direction::Fetch, Some(secrets.callbacks()), None)
+        .map_err(git("connecting to"))?;
+    let heads: Vec<(String, Oid)> = connection
+        .list()
+        .map_err(git("listing refs of"))?
+        .iter()
+        .map(|h| (h.name().to_owned(), h.oid()))
+        .collect();
+    let target = resolve(&heads, &spec.git_ref).ok_or_else(|| SyncError::RefNotFound {
+        git_ref: spec.git_ref.clone(),
+        repo: shown.clone(),
+        known: known_refs(&heads),
+    })?;
 
     let current = layout::current_hash(&spec.root, &spec.link);
     if let Target::Advertised { oid, .. } = &target
@@ -139,51 +139,94 @@ pub fn sync(spec: &SyncSpec) -> Result<Outcome, SyncError> {
         if !local {
             opts.depth(i32::try_from(depth).unwrap_or(i32::MAX));
         }
-        remote.fetch(&[refspec], Some(&mut opts), None)
+        connection.remote().fetch(&[refspec], Some(&mut opts), None)
     };
-    let commit = match &target {
+    // The remote names the next commit (unless --ref is a hash it does not advertise): the
+    // published worktree's files are linked ahead into that commit's folder while the fetch
+    // waits for the server.
+    let next = match &target {
+        Target::Advertised { oid, .. } => Some(oid.to_string()),
+        Target::Commit(_) => None,
+    };
+    let (commit, prepared) = std::thread::scope(|scope| {
+        let prepared =
+            scope.spawn(|| layout::prepare(&spec.root, current.as_deref()?, next.as_deref()));
+        let commit = find_or_fetch(&repo, &target, spec.depth, &shown, &mut fetch);
+        let prepared = prepared
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (commit, prepared)
+    });
+    let commit = match commit {
+        Ok(commit) => commit,
+        Err(e) => {
+            // The fetch's error is the one to report; a folder left behind is removed by the
+            // next sync that publishes a commit.
+            let _ = discard(&spec.root, prepared);
+            return Err(e);
+        }
+    };
+    let hash = commit.to_string();
+    if current.as_deref() == Some(hash.as_str()) {
+        discard(&spec.root, prepared)?;
+        return Ok(Outcome::Noop { hash });
+    }
+    repo.reference(SYNC_REF, commit, true, "modelsync mirror")
+        .map_err(git("recording the commit of"))?;
+    let worktree = layout::add_worktree(&repo, &spec.root, &hash, prepared)?;
+    layout::publish(&spec.root, &spec.link, &worktree.path)?;
+    layout::remove_stale(&spec.root, &hash)?;
+    worktree.refresh_index()?;
+    Ok(Outcome::Updated { hash })
+}
+
+fn discard(root: &Path, prepared: Option<layout::Prepared>) -> Result<(), LayoutError> {
+    prepared.map_or(Ok(()), |prepared| layout::discard(root, prepared))
+}
+
+/// The commit `target` names: found locally, or fetched with `fetch(refspec, depth)`.
+fn find_or_fetch(
+    repo: &Repository,
+    target: &Target,
+    depth: u32,
+    shown: &str,
+    fetch: &mut impl FnMut(&str, u32) -> Result<(), git2::Error>,
+) -> Result<Oid, SyncError> {
+    let git = |step: &'static str| {
+        let repo = shown.to_owned();
+        move |source| SyncError::Git { step, repo, source }
+    };
+    match target {
         Target::Advertised { name, oid } => {
             if repo.find_commit(*oid).is_err() {
-                fetch(&format!("+{name}:{SYNC_REF}"), spec.depth).map_err(git("fetching from"))?;
+                fetch(&format!("+{name}:{SYNC_REF}"), depth).map_err(git("fetching from"))?;
             }
-            peel(&repo, *oid).map_err(git("reading the fetched commit of"))?
+            peel(repo, *oid).map_err(git("reading the fetched commit of"))
         }
         Target::Commit(hash) => {
             let local = |repo: &Repository| {
                 repo.revparse_single(&format!("{hash}^{{commit}}"))
                     .map(|o| o.id())
             };
-            match local(&repo) {
-                Ok(oid) => oid,
-                Err(_) => {
-                    // Servers may refuse a want for an unadvertised object, so fall back to
-                    // fetching every branch and tag in full and looking the commit up.
-                    // An abbreviated hash cannot be wanted at all, and a full one may be ignored.
-                    let by_hash = fetch(&format!("+{hash}:{SYNC_REF}"), spec.depth);
-                    match local(&repo) {
-                        Ok(oid) if by_hash.is_ok() => oid,
-                        _ => {
-                            fetch("+refs/heads/*:refs/modelsync/heads/*", 0)
-                                .map_err(git("fetching branches of"))?;
-                            fetch("+refs/tags/*:refs/modelsync/tags/*", 0)
-                                .map_err(git("fetching tags of"))?;
-                            local(&repo).map_err(git("finding the commit in"))?
-                        }
-                    }
+            if let Ok(oid) = local(repo) {
+                return Ok(oid);
+            }
+            // Servers may refuse a want for an unadvertised object, so fall back to fetching
+            // every branch and tag in full and looking the commit up. An abbreviated hash
+            // cannot be wanted at all, and a full one may be ignored.
+            let by_hash = fetch(&format!("+{hash}:{SYNC_REF}"), depth);
+            match local(repo) {
+                Ok(oid) if by_hash.is_ok() => Ok(oid),
+                _ => {
+                    fetch("+refs/heads/*:refs/modelsync/heads/*", 0)
+                        .map_err(git("fetching branches of"))?;
+                    fetch("+refs/tags/*:refs/modelsync/tags/*", 0)
+                        .map_err(git("fetching tags of"))?;
+                    local(repo).map_err(git("finding the commit in"))
                 }
             }
         }
-    };
-    let hash = commit.to_string();
-    if current.as_deref() == Some(hash.as_str()) {
-        return Ok(Outcome::Noop { hash });
     }
-    repo.reference(SYNC_REF, commit, true, "modelsync mirror")
-        .map_err(git("recording the commit of"))?;
-    let worktree = layout::add_worktree(&repo, &spec.root, &hash)?;
-    layout::publish(&spec.root, &spec.link, &worktree)?;
-    layout::remove_stale(&spec.root, &hash)?;
-    Ok(Outcome::Updated { hash })
 }
 
 /// What `--ref` names at the remote.
