@@ -3,10 +3,11 @@
 //! client creating the same PipelineRun directly; and from setting `modelsync.dev/requested-at`
 //! to the run existing.
 //!
-//! Decisions are measured two ways. One at a time: one ModelSync decides while five others
-//! keep the controller polling, so each decision meets the API server as the floor's creates
-//! do. In a burst: five ModelSyncs decide at once, so each create competes with the writes the
-//! other decisions cause (run status, ModelSync status, events, collection of old runs).
+//! Decisions are measured two ways. One at a time: one ModelSync decides while four others keep
+//! the controller polling; once the controller has written what the decision causes (status,
+//! events, collection of old runs), the floor creates the same run directly, and so on in
+//! turn, so both sides meet the same machine. In a burst: five ModelSyncs decide at once, so
+//! each create competes with the writes the other decisions cause, beside five direct creators.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -60,12 +61,14 @@ async fn seen_run(seen: &Seen, model: &str) -> Result<(Instant, String)> {
 }
 
 /// Records every run's first arrival in a watch of all namespaces, by its `model-id` param.
-fn watch_runs(client: &kube::Client) -> Seen {
+/// The watch stops when the returned guard is dropped: left running after its control plane
+/// is gone, it would retry at full speed and load the benchmarks that follow.
+fn watch_runs(client: &kube::Client) -> (Seen, env::AbortOnDrop) {
     let seen: Seen = Arc::default();
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &tekton::pipelinerun_resource());
     let stream = watcher(api, watcher::Config::default());
     let out = seen.clone();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let mut stream = stream.boxed();
         while let Some(ev) = stream.next().await {
             if let Ok(watcher::Event::Apply(run) | watcher::Event::InitApply(run)) = ev {
@@ -83,33 +86,68 @@ fn watch_runs(client: &kube::Client) -> Seen {
             }
         }
     });
-    seen
+    (seen, env::AbortOnDrop(task))
 }
 
-/// Makes `name` decide `count` times in a row through the controller: arm the lambda, await
-/// the run, finish it. Latencies in ms from the lambda's "yes" to the run in the watch.
+/// Makes `name` decide once through the controller: arm the lambda, await the run, finish
+/// it. The latency in ms from the lambda's "yes" to the run in the watch, and the run's name.
+async fn decide_once(
+    name: &str,
+    model: &str,
+    (armed, yes_at, seen): &(Armed, YesAt, Seen),
+    client: &kube::Client,
+) -> Result<(f64, String)> {
+    armed
+        .lock()
+        .unwrap()
+        .insert(name.to_owned(), model.to_owned());
+    let (at, run) = seen_run(seen, model).await?;
+    let said = yes_at
+        .lock()
+        .unwrap()
+        .get(model)
+        .copied()
+        .context("the run appeared but the lambda never said yes for it")?;
+    tekton::finish(client, NS, &run, Outcome::Succeeded).await?;
+    Ok((
+        at.saturating_duration_since(said).as_secs_f64() * 1000.0,
+        run,
+    ))
+}
+
+/// Makes `name` decide `count` times in a row. Latencies in ms.
 async fn decide(
     name: String,
     count: usize,
     tag: String,
-    (armed, yes_at, seen): (Armed, YesAt, Seen),
+    shared: (Armed, YesAt, Seen),
     client: kube::Client,
 ) -> Result<Vec<f64>> {
     let mut lat = Vec::with_capacity(count);
     for k in 0..count {
-        let model = format!("{name}-{tag}-{k}");
-        armed.lock().unwrap().insert(name.clone(), model.clone());
-        let (at, run) = seen_run(&seen, &model).await?;
-        let said = yes_at
-            .lock()
-            .unwrap()
-            .get(&model)
-            .copied()
-            .context("the run appeared but the lambda never said yes for it")?;
-        lat.push(at.saturating_duration_since(said).as_secs_f64() * 1000.0);
-        tekton::finish(&client, NS, &run, Outcome::Succeeded).await?;
+        let (ms, _) = decide_once(&name, &format!("{name}-{tag}-{k}"), &shared, &client).await?;
+        lat.push(ms);
     }
     Ok(lat)
+}
+
+/// Waits until the controller has recorded that `run` finished in `name`'s status: the pass
+/// that writes it also collects old runs and publishes its events, so after it (and a moment
+/// for the events) the controller is idle again.
+async fn settled(api: &Api<ModelSync>, name: &str, run: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ms = api.get(name).await?;
+        let last = ms.status.and_then(|s| s.last_run);
+        if last.is_some_and(|l| l.name == run && l.completion_time.is_some()) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the controller did not record the end of {run} within 30s");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// The run the controller would create for `owner` deciding `model`, built by the controller's
@@ -137,7 +175,25 @@ fn floor_body(owner: &ModelSync, model: &str) -> Result<DynamicObject> {
     Ok(serde_json::from_value(body)?)
 }
 
-/// Creates `count` runs in a row directly, each awaited in the watch. Latencies in ms.
+/// Creates one run directly and awaits it in the watch. The latency in ms.
+async fn create_once(
+    api: &Api<DynamicObject>,
+    owner: &ModelSync,
+    model: &str,
+    seen: &Seen,
+) -> Result<f64> {
+    let pp = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    let body = floor_body(owner, model)?;
+    let t0 = Instant::now();
+    api.create(&pp, &body).await?;
+    let (at, _) = seen_run(seen, model).await?;
+    Ok(at.saturating_duration_since(t0).as_secs_f64() * 1000.0)
+}
+
+/// Creates `count` runs in a row directly. Latencies in ms.
 async fn create_directly(
     owner: Arc<ModelSync>,
     count: usize,
@@ -146,18 +202,9 @@ async fn create_directly(
     client: kube::Client,
 ) -> Result<Vec<f64>> {
     let api = tekton::pipelineruns(&client, FLOOR_NS);
-    let pp = PostParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    };
     let mut lat = Vec::with_capacity(count);
     for k in 0..count {
-        let model = format!("floor-{tag}-{k}");
-        let body = floor_body(&owner, &model)?;
-        let t0 = Instant::now();
-        api.create(&pp, &body).await?;
-        let (at, _) = seen_run(&seen, &model).await?;
-        lat.push(at.saturating_duration_since(t0).as_secs_f64() * 1000.0);
+        lat.push(create_once(&api, &owner, &format!("floor-{tag}-{k}"), &seen).await?);
     }
     Ok(lat)
 }
@@ -205,7 +252,7 @@ pub async fn run(opts: &Opts) -> Result<Vec<Figure>> {
         }))
         .await?
     };
-    let seen = watch_runs(&client);
+    let (seen, watch) = watch_runs(&client);
     let shared = (armed.clone(), yes_at.clone(), seen.clone());
 
     let _controller = Controller::start(&cp, &opts.modelsync, NS, logs.path()).await?;
@@ -242,24 +289,19 @@ pub async fn run(opts: &Opts) -> Result<Vec<Figure>> {
 
     let (mut one, mut one_floor, mut burst, mut burst_floor, mut req) = Default::default();
     for r in 0..opts.runs {
-        let lat = decide(
-            "d0".into(),
-            DECISIONS,
-            format!("r{r}"),
-            shared.clone(),
-            client.clone(),
-        )
-        .await?;
+        // One at a time, each decision paired with a direct create right after it, so both
+        // sides meet the same machine; each waits until the controller is idle again.
+        let floor_api = tekton::pipelineruns(&client, FLOOR_NS);
+        let (mut lat, mut floor_lat) = (Vec::new(), Vec::new());
+        for k in 0..DECISIONS {
+            let (ms, run) = decide_once("d0", &format!("d0-r{r}-{k}"), &shared, &client).await?;
+            lat.push(ms);
+            settled(&modelsyncs, "d0", &run).await?;
+            let model = format!("floor-r{r}-{k}");
+            floor_lat.push(create_once(&floor_api, &floor_owner, &model, &seen).await?);
+        }
         Series::push(&mut one, &lat);
-        let lat = create_directly(
-            floor_owner.clone(),
-            DECISIONS,
-            format!("r{r}"),
-            seen.clone(),
-            client.clone(),
-        )
-        .await?;
-        Series::push(&mut one_floor, &lat);
+        Series::push(&mut one_floor, &floor_lat);
 
         let tasks = deciders.iter().map(|name| {
             decide(
@@ -321,6 +363,7 @@ pub async fn run(opts: &Opts) -> Result<Vec<Figure>> {
             req.p99[r],
         );
     }
+    drop(watch);
     drop(cp);
     let within_5ms = |v: f64, f: Option<f64>| v <= f.unwrap_or(f64::NAN) + 5.0;
     Ok(vec![

@@ -229,10 +229,19 @@ pub type CallLog = Arc<Mutex<HashMap<String, Vec<Instant>>>>;
 
 /// An in-process needs-sync lambda: answers from a closure at once and records when each
 /// ModelSync asked.
-#[derive(Clone)]
 pub struct FastLambda {
     pub url: String,
     pub calls: CallLog,
+    _server: AbortOnDrop,
+}
+
+/// Stops a spawned task when dropped, so a benchmark leaves nothing running for the next.
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl FastLambda {
@@ -263,10 +272,14 @@ impl FastLambda {
             .with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/needsSync", listener.local_addr()?);
-        tokio::spawn(async move {
+        let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(FastLambda { url, calls })
+        Ok(FastLambda {
+            url,
+            calls,
+            _server: AbortOnDrop(server),
+        })
     }
 }
 

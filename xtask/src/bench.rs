@@ -21,9 +21,8 @@ fn workspace() -> PathBuf {
 
 pub fn run(args: BenchArgs) -> Result<()> {
     let root = workspace();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("building modelsync and modelsync-bench (release)...");
-    let status = Command::new(&cargo)
+    let status = crate::cargo::command()
         .args([
             "build",
             "--release",

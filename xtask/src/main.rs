@@ -1,6 +1,7 @@
-//! Developer tasks: `cargo xtask demo`, `cargo xtask cluster up|down|status|build`.
+//! Developer tasks: `cargo xtask demo`, `cargo xtask cluster up|down|status|build`, `cargo xtask bench`.
 
 mod bench;
+mod cargo;
 mod cluster;
 mod demo;
 

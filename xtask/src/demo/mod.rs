@@ -10,7 +10,6 @@ mod repo;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -79,7 +78,7 @@ fn build_modelsync(say: Narrator) -> Result<PathBuf> {
         "build",
         "cargo build -p modelsync (the one binary every component runs)",
     );
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let status = crate::cargo::command()
         .args(["build", "--quiet", "-p", "modelsync"])
         .current_dir(workspace())
         .status()
