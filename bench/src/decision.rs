@@ -73,10 +73,7 @@ fn watch_runs(client: &kube::Client) -> (Seen, env::AbortOnDrop) {
         while let Some(ev) = stream.next().await {
             if let Ok(watcher::Event::Apply(run) | watcher::Event::InitApply(run)) = ev {
                 let now = Instant::now();
-                let model = run.data["spec"]["params"]
-                    .as_array()
-                    .and_then(|ps| ps.iter().find(|p| p["name"] == "model-id"))
-                    .and_then(|p| p["value"].as_str())
+                let model = tekton::param(&run, "model-id")
                     .unwrap_or_default()
                     .to_owned();
                 out.lock()
@@ -90,13 +87,13 @@ fn watch_runs(client: &kube::Client) -> (Seen, env::AbortOnDrop) {
 }
 
 /// Makes `name` decide once through the controller: arm the lambda, await the run, finish
-/// it. The latency in ms from the lambda's "yes" to the run in the watch, and the run's name.
+/// it. The latency in ms from the lambda's "yes" to the run in the watch.
 async fn decide_once(
     name: &str,
     model: &str,
     (armed, yes_at, seen): &(Armed, YesAt, Seen),
     client: &kube::Client,
-) -> Result<(f64, String)> {
+) -> Result<f64> {
     armed
         .lock()
         .unwrap()
@@ -109,10 +106,7 @@ async fn decide_once(
         .copied()
         .context("the run appeared but the lambda never said yes for it")?;
     tekton::finish(client, NS, &run, Outcome::Succeeded).await?;
-    Ok((
-        at.saturating_duration_since(said).as_secs_f64() * 1000.0,
-        run,
-    ))
+    Ok(at.saturating_duration_since(said).as_secs_f64() * 1000.0)
 }
 
 /// Makes `name` decide `count` times in a row. Latencies in ms.
@@ -125,8 +119,7 @@ async fn decide(
 ) -> Result<Vec<f64>> {
     let mut lat = Vec::with_capacity(count);
     for k in 0..count {
-        let (ms, _) = decide_once(&name, &format!("{name}-{tag}-{k}"), &shared, &client).await?;
-        lat.push(ms);
+        lat.push(decide_once(&name, &format!("{name}-{tag}-{k}"), &shared, &client).await?);
     }
     Ok(lat)
 }
@@ -282,8 +275,7 @@ pub async fn run(opts: &Opts) -> Result<Vec<Figure>> {
         let (mut lat, mut floor_lat) = (Vec::new(), Vec::new());
         for k in 0..DECISIONS {
             let model = format!("d0-r{r}-{k}");
-            let (ms, _) = decide_once("d0", &model, &shared, &client).await?;
-            lat.push(ms);
+            lat.push(decide_once("d0", &model, &shared, &client).await?);
             tokio::time::sleep(SETTLE).await;
             let model = format!("floor-r{r}-{k}");
             floor_lat.push(create_once(&floor_api, &floor_owner, &model, &seen).await?);

@@ -65,6 +65,12 @@ pub async fn finish(
         .as_str()
         .map(str::to_owned)
         .unwrap_or_else(|| now.clone());
+    patch_status(client, namespace, name, ended(outcome, &start, &now)).await
+}
+
+/// The `status` of a run that started at `start` and ended with `outcome` at `end` (RFC 3339),
+/// as Tekton writes it.
+pub fn ended(outcome: Outcome, start: &str, end: &str) -> Value {
     let (status, reason, message) = match outcome {
         Outcome::Succeeded => (
             "True",
@@ -78,17 +84,20 @@ pub async fn finish(
         ),
         Outcome::Cancelled => ("False", "Cancelled", "PipelineRun was cancelled"),
     };
-    patch_status(
-        client,
-        namespace,
-        name,
-        json!({
-            "startTime": start,
-            "completionTime": now,
-            "conditions": [condition(status, reason, message, &now)],
-        }),
-    )
-    .await
+    json!({
+        "startTime": start,
+        "completionTime": end,
+        "conditions": [condition(status, reason, message, end)],
+    })
+}
+
+/// The string value of param `name` in a run's `spec.params`.
+pub fn param<'a>(run: &'a DynamicObject, name: &str) -> Option<&'a str> {
+    run.data["spec"]["params"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name)?["value"]
+        .as_str()
 }
 
 fn condition(status: &str, reason: &str, message: &str, now: &str) -> Value {

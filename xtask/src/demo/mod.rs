@@ -511,10 +511,7 @@ impl Player<'_> {
                 notes.push(Note::Trained);
             }
             "update-model-pr" => {
-                let model = run.data["spec"]["params"]
-                    .as_array()
-                    .and_then(|ps| ps.iter().find(|p| p["name"] == "model-id"))
-                    .and_then(|p| p["value"].as_str())
+                let model = tekton::param(run, "model-id")
                     .unwrap_or_default()
                     .to_owned();
                 let results = self.results.join(&name);
