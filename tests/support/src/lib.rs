@@ -18,6 +18,7 @@ pub mod cache;
 mod certs;
 pub mod controlplane;
 pub mod crds;
+pub mod github;
 pub mod process;
 pub mod tekton;
 

@@ -5,7 +5,6 @@
 //! Tekton's controller (this program marks runs Running/Succeeded and does their work) and
 //! GitHub (a small stand-in for its pull request API).
 
-mod github;
 mod repo;
 
 use std::collections::HashSet;
@@ -24,7 +23,7 @@ use modelsync_testenv::tekton::{self, Outcome};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use github::GitHub;
+use modelsync_testenv::github::GitHub;
 use repo::Repo;
 
 const NS: &str = "modelsync-demo";

@@ -1,6 +1,7 @@
 //! A local stand-in for GitHub's pull request API, enough for `modelsync bump-pr` to open,
-//! find and update one pull request, and for the demo to mark it merged. The demo says plainly
-//! that this is a stand-in.
+//! find and update one pull request, and for a test or the demo to mark it merged. The demo says
+//! plainly that this is a stand-in. It listens on loopback, or on the node's bridge address so
+//! that pods reach it.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -33,8 +34,15 @@ pub struct GitHub {
 impl GitHub {
     /// Serves on a free loopback port; returns the API root for `--github-api`.
     pub async fn start() -> anyhow::Result<(GitHub, String)> {
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    /// Serves on a free port of `ip`; returns the API root for `--github-api`.
+    pub async fn start_on(ip: std::net::IpAddr) -> anyhow::Result<(GitHub, String)> {
         let gh = GitHub::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = tokio::net::TcpListener::bind((ip, 0))
+            .await
+            .map_err(|e| anyhow::anyhow!("the GitHub stand-in cannot listen on {ip}: {e}"))?;
         let addr: SocketAddr = listener.local_addr()?;
         let base = format!("http://{addr}");
         *gh.base_url.lock().unwrap() = base.clone();
@@ -46,6 +54,11 @@ impl GitHub {
             let _ = axum::serve(listener, app).await;
         });
         Ok((gh, base))
+    }
+
+    /// Every pull request opened so far, oldest first.
+    pub fn prs(&self) -> Vec<Pr> {
+        self.prs.lock().unwrap().clone()
     }
 
     pub fn pr(&self, number: u64) -> Option<Pr> {
