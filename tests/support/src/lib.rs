@@ -19,6 +19,7 @@ mod certs;
 pub mod controlplane;
 pub mod crds;
 pub mod github;
+pub mod image;
 pub mod process;
 pub mod tekton;
 
