@@ -22,6 +22,7 @@ pub mod github;
 pub mod image;
 pub mod process;
 pub mod tekton;
+pub mod tekton_real;
 
 use std::sync::OnceLock;
 
