@@ -28,7 +28,11 @@ pub enum Command {
     /// Say whether a control plane is running, and where.
     Status,
     /// Build (or find in the cache) the control plane binaries, and print where they are.
-    Build,
+    Build {
+        /// Also the node's binaries (kubelet, kube-scheduler, kube-proxy, pause).
+        #[arg(long)]
+        node: bool,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -66,9 +70,14 @@ pub fn run(cmd: Command) -> Result<()> {
         Command::Up { .. } => foreground(),
         Command::Down => down(),
         Command::Status => status(),
-        Command::Build => {
+        Command::Build { node } => {
             let dir = modelsync_testenv::binaries::Binaries::build_cached()?;
             println!("control plane binaries: {}", dir.display());
+            if node {
+                let bins = modelsync_testenv::binaries::NodeBinaries::ensure()?;
+                let dir = bins.kubelet.parent().unwrap_or(&bins.kubelet);
+                println!("node binaries: {}", dir.display());
+            }
             Ok(())
         }
     }

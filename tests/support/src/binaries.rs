@@ -111,19 +111,24 @@ impl Binaries {
     }
 }
 
-fn build(versions: &Versions, out: &Path) -> Result<()> {
-    which_go()?;
-    let src = sources_dir();
+/// Linker flags stamping the Kubernetes version into a binary built from the module.
+fn k8s_ldflags(versions: &Versions) -> String {
     let k8s = versions.kubernetes.trim_start_matches('v');
     let mut parts = k8s.split('.');
     let (major, minor) = (parts.next().unwrap_or("1"), parts.next().unwrap_or("0"));
     let pkg = "k8s.io/component-base/version";
     // Without these the binaries report v0.0.0 and clients warn about version skew.
-    let k8s_ldflags = format!(
+    format!(
         "-s -w -X {pkg}.gitVersion={} -X {pkg}.gitMajor={major} -X {pkg}.gitMinor={minor} \
          -X {pkg}.gitTreeState=clean -X {pkg}.buildDate=1970-01-01T00:00:00Z",
         versions.kubernetes
-    );
+    )
+}
+
+fn build(versions: &Versions, out: &Path) -> Result<()> {
+    which_go()?;
+    let src = sources_dir();
+    let k8s_ldflags = k8s_ldflags(versions);
     let started = Instant::now();
     progress(&format!(
         "building the local control plane (Kubernetes {}, etcd {}) into {}; the first build \
@@ -181,6 +186,16 @@ fn which_go() -> Result<()> {
 }
 
 fn go_build(dir: &Path, args: &[&str], what: &str, out: &Path) -> Result<()> {
+    go_build_env(dir, args, what, out, &[])
+}
+
+fn go_build_env(
+    dir: &Path,
+    args: &[&str],
+    what: &str,
+    out: &Path,
+    env: &[(&str, &str)],
+) -> Result<()> {
     let log_path = out.join(format!(
         "build-{}.log",
         what.split(',').next().unwrap_or(what)
@@ -191,6 +206,7 @@ fn go_build(dir: &Path, args: &[&str], what: &str, out: &Path) -> Result<()> {
         .arg("-v")
         .arg("-trimpath")
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -226,6 +242,83 @@ fn go_build(dir: &Path, args: &[&str], what: &str, out: &Path) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// The programs a real node adds beside the control plane.
+#[derive(Clone, Debug)]
+pub struct NodeBinaries {
+    pub kubelet: PathBuf,
+    pub kube_scheduler: PathBuf,
+    pub kube_proxy: PathBuf,
+    /// A static sandbox program (also answers `echo` and `dial`, for tests' tiny images).
+    pub pause: PathBuf,
+}
+
+impl NodeBinaries {
+    /// The node's binaries, built from `tests/controlplane/` on first use (a few minutes when
+    /// the control plane is already built, its packages being compiled already).
+    pub fn ensure() -> Result<Self> {
+        let versions = Versions::pinned()?;
+        let dir = cache::get_or_make(&Self::cache_key(&versions), |out| {
+            build_node(&versions, out)
+        })?;
+        Ok(NodeBinaries {
+            kubelet: dir.join("kubelet"),
+            kube_scheduler: dir.join("kube-scheduler"),
+            kube_proxy: dir.join("kube-proxy"),
+            pause: dir.join("pause"),
+        })
+    }
+
+    /// `node/<k8s version>`, beside the control plane's own key.
+    pub fn cache_key(versions: &Versions) -> String {
+        format!("node/{}", versions.kubernetes.trim_start_matches('v'))
+    }
+}
+
+fn build_node(versions: &Versions, out: &Path) -> Result<()> {
+    which_go()?;
+    let src = sources_dir();
+    let started = Instant::now();
+    progress(&format!(
+        "building the local node (kubelet, kube-scheduler, kube-proxy {}) into {}; the first \
+         build takes 2-6 minutes on 2 cores, later runs reuse it",
+        versions.kubernetes,
+        out.display()
+    ));
+    go_build(
+        &src,
+        &[
+            "-ldflags",
+            &k8s_ldflags(versions),
+            "-o",
+            &dir_arg(out),
+            "./kubelet",
+            "./kube-scheduler",
+            "./kube-proxy",
+        ],
+        "kubelet, kube-scheduler, kube-proxy",
+        out,
+    )?;
+    // Static, so the sandbox image is this one file.
+    go_build_env(
+        &src,
+        &[
+            "-ldflags",
+            "-s -w",
+            "-o",
+            &out.join("pause").to_string_lossy(),
+            "./pause",
+        ],
+        "pause",
+        out,
+        &[("CGO_ENABLED", "0")],
+    )?;
+    progress(&format!(
+        "node binaries built in {}",
+        fmt_elapsed(started.elapsed())
+    ));
+    Ok(())
 }
 
 /// Writes a progress line straight to the terminal: the test harness captures `eprintln!`, and

@@ -12,6 +12,9 @@ use crate::binaries::{Binaries, fmt_elapsed};
 use crate::certs;
 use crate::process::{Guarded, free_port, log_tail, pids_mentioning};
 
+/// The host's address on a real node's bridge; pods reach the API server there.
+pub const NODE_BRIDGE_IP: &str = "10.244.0.1";
+
 /// How long each component may take to become ready before start-up is declared failed.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -22,6 +25,9 @@ pub struct ControlPlane {
     server: String,
     kubeconfig: PathBuf,
     token: String,
+    ca_cert: PathBuf,
+    /// Set when started for a real node ([`ControlPlane::start_for_node`]).
+    node: Option<certs::NodeFiles>,
     /// In start order; stopped in reverse.
     processes: Vec<Guarded>,
     /// Removes `root` once this process is gone, for control planes that are never dropped.
@@ -39,12 +45,24 @@ struct Ports {
 impl ControlPlane {
     /// Builds the binaries if needed, starts all three components and waits until they serve.
     pub async fn start() -> Result<Self> {
+        Self::start_mode(None).await
+    }
+
+    /// A control plane ready for a real node named `node_name` beside it: the API server listens
+    /// on every address (so pods reach it through the node bridge at 10.244.0.1, the
+    /// `kubernetes` Service's endpoint), service CIDR 10.96.0.0/24, certificates for talking to
+    /// the kubelet, and every controller Deployments, Jobs and Tekton rely on.
+    pub async fn start_for_node(node_name: &str) -> Result<Self> {
+        Self::start_mode(Some(node_name)).await
+    }
+
+    async fn start_mode(node: Option<&str>) -> Result<Self> {
         let binaries = tokio::task::spawn_blocking(Binaries::ensure).await??;
         // A port found free can be taken by someone else before our process binds it; a fresh
         // set of ports on a second try is enough for that rare clash.
         let mut last_error = None;
         for _ in 0..3 {
-            match Self::start_with(&binaries).await {
+            match Self::start_with(&binaries, node).await {
                 Ok(cp) => return Ok(cp),
                 Err(e) => last_error = Some(e),
             }
@@ -52,14 +70,14 @@ impl ControlPlane {
         Err(last_error.expect("three attempts were made"))
     }
 
-    async fn start_with(binaries: &Binaries) -> Result<Self> {
+    async fn start_with(binaries: &Binaries, node: Option<&str>) -> Result<Self> {
         let started = Instant::now();
         let dir = tempfile::Builder::new()
             .prefix("modelsync-controlplane-")
             .tempdir()
             .context("creating a temporary folder for the control plane")?;
         let root = dir.path().to_path_buf();
-        let keys = certs::write(&root)?;
+        let keys = certs::write_with(&root, node)?;
         let ports = Ports {
             etcd_client: free_port()?,
             etcd_peer: free_port()?,
@@ -77,6 +95,8 @@ impl ControlPlane {
             server,
             kubeconfig: kubeconfig.clone(),
             token: keys.admin_token.clone(),
+            ca_cert: keys.ca_cert.clone(),
+            node: keys.node.clone(),
             processes: Vec::new(),
         };
         let http = reqwest::Client::builder()
@@ -114,36 +134,52 @@ impl ControlPlane {
         })
         .await?;
 
-        cp.spawn(
-            "kube-apiserver",
-            &binaries.kube_apiserver,
-            &[
-                format!("--etcd-servers={etcd_url}"),
+        let mut apiserver_args = vec![
+            format!("--etcd-servers={etcd_url}"),
+            format!("--secure-port={}", ports.apiserver),
+            format!("--cert-dir={}", root.join("apiserver-certs").display()),
+            format!("--tls-cert-file={}", keys.serving_cert.display()),
+            format!("--tls-private-key-file={}", keys.serving_key.display()),
+            format!("--client-ca-file={}", keys.ca_cert.display()),
+            format!("--token-auth-file={}", keys.token_file.display()),
+            "--authorization-mode=RBAC".into(),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+            format!(
+                "--service-account-key-file={}",
+                keys.service_account_public_key.display()
+            ),
+            format!(
+                "--service-account-signing-key-file={}",
+                keys.service_account_key.display()
+            ),
+            "--allow-privileged=true".into(),
+            "--v=1".into(),
+        ];
+        match &keys.node {
+            None => apiserver_args.extend([
                 "--bind-address=127.0.0.1".into(),
                 "--advertise-address=127.0.0.1".into(),
-                format!("--secure-port={}", ports.apiserver),
-                format!("--cert-dir={}", root.join("apiserver-certs").display()),
-                format!("--tls-cert-file={}", keys.serving_cert.display()),
-                format!("--tls-private-key-file={}", keys.serving_key.display()),
-                format!("--client-ca-file={}", keys.ca_cert.display()),
-                format!("--token-auth-file={}", keys.token_file.display()),
-                "--authorization-mode=RBAC".into(),
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
-                format!(
-                    "--service-account-key-file={}",
-                    keys.service_account_public_key.display()
-                ),
-                format!(
-                    "--service-account-signing-key-file={}",
-                    keys.service_account_key.display()
-                ),
                 "--service-cluster-ip-range=10.0.0.0/24".into(),
-                "--allow-privileged=true".into(),
                 // No nodes, no pods: nothing needs the kubernetes Service's endpoints.
                 "--endpoint-reconciler-type=none".into(),
-                "--v=1".into(),
-            ],
-        )?;
+            ]),
+            Some(node) => apiserver_args.extend([
+                // One address only can be given, and both 127.0.0.1 (kubeconfig) and the
+                // bridge (pods, through the kubernetes Service) must work; every request is
+                // authenticated anyway.
+                "--bind-address=0.0.0.0".into(),
+                format!("--advertise-address={NODE_BRIDGE_IP}"),
+                "--service-cluster-ip-range=10.96.0.0/24".into(),
+                format!(
+                    "--kubelet-client-certificate={}",
+                    node.kubelet_client_cert.display()
+                ),
+                format!("--kubelet-client-key={}", node.kubelet_client_key.display()),
+                format!("--kubelet-certificate-authority={}", keys.ca_cert.display()),
+                "--kubelet-preferred-address-types=InternalIP".into(),
+            ]),
+        }
+        cp.spawn("kube-apiserver", &binaries.kube_apiserver, &apiserver_args)?;
         let readyz = format!("{}/readyz", cp.server);
         let token = cp.token.clone();
         cp.wait_ready("kube-apiserver", || {
@@ -155,22 +191,39 @@ impl ControlPlane {
         })
         .await?;
 
+        let mut kcm_args = vec![
+            format!("--kubeconfig={}", kubeconfig.display()),
+            format!("--authentication-kubeconfig={}", kubeconfig.display()),
+            format!("--authorization-kubeconfig={}", kubeconfig.display()),
+            "--bind-address=127.0.0.1".into(),
+            format!("--secure-port={}", ports.controller_manager),
+            format!(
+                "--cert-dir={}",
+                root.join("controller-manager-certs").display()
+            ),
+            "--leader-elect=false".into(),
+            "--v=1".into(),
+        ];
+        if keys.node.is_none() {
+            // Only what tests rely on: ownerReference garbage collection and namespace
+            // deletion, plus default service accounts so namespaces look like a cluster's.
+            kcm_args.push("--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller".into());
+        } else {
+            kcm_args.extend([
+                // Pods run for real: Deployments, ReplicaSets, Jobs, endpoints, node
+                // lifecycle, service-account tokens and the root CA config map all matter.
+                "--controllers=*".into(),
+                format!(
+                    "--service-account-private-key-file={}",
+                    keys.service_account_key.display()
+                ),
+                format!("--root-ca-file={}", keys.ca_cert.display()),
+            ]);
+        }
         cp.spawn(
             "kube-controller-manager",
             &binaries.kube_controller_manager,
-            &[
-                format!("--kubeconfig={}", kubeconfig.display()),
-                format!("--authentication-kubeconfig={}", kubeconfig.display()),
-                format!("--authorization-kubeconfig={}", kubeconfig.display()),
-                "--bind-address=127.0.0.1".into(),
-                format!("--secure-port={}", ports.controller_manager),
-                format!("--cert-dir={}", root.join("controller-manager-certs").display()),
-                // Only what tests rely on: ownerReference garbage collection and namespace
-                // deletion, plus default service accounts so namespaces look like a cluster's.
-                "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller".into(),
-                "--leader-elect=false".into(),
-                "--v=1".into(),
-            ],
+            &kcm_args,
         )?;
         let kcm_http = reqwest::Client::builder()
             // Its serving certificate is self-signed at start-up; only liveness is read here.
@@ -244,6 +297,16 @@ impl ControlPlane {
     /// An admin kubeconfig for kubectl and for controllers under test.
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// The CA every certificate of this control plane is signed by.
+    pub fn ca_cert(&self) -> &Path {
+        &self.ca_cert
+    }
+
+    /// The node certificates, when started with [`ControlPlane::start_for_node`].
+    pub(crate) fn node_files(&self) -> Option<&certs::NodeFiles> {
+        self.node.as_ref()
     }
 
     /// The folder holding this control plane's data, keys and logs.

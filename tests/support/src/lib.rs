@@ -23,6 +23,7 @@ pub mod github;
 pub mod image;
 pub mod kubectl;
 pub mod labelbot;
+pub mod node;
 pub mod process;
 pub mod tekton;
 pub mod tekton_real;
