@@ -1,4 +1,5 @@
-//! `cargo xtask cluster`: a local control plane for people, the same one the tests use.
+//! `cargo xtask cluster`: a local control plane for people, the same one the tests use, and with
+//! `--node` a real node beside it (containerd, kubelet, kube-scheduler, kube-proxy) so pods run.
 //!
 //! State lives in `target/cluster/`: `kubeconfig`, `state.json` (pid and server of the process
 //! keeping the control plane alive) and, for `--detach`, `cluster.log`.
@@ -19,11 +20,16 @@ pub enum Command {
         /// Keep running in the background; stop it with `cargo xtask cluster down`.
         #[arg(long)]
         detach: bool,
+        /// Also start a real node (needs root and Debian's containerd, runc, CNI plugins and
+        /// iptables); it changes machine-wide settings, all undone when it stops.
+        #[arg(long)]
+        node: bool,
         /// Internal: the background process started by --detach.
         #[arg(long, hide = true)]
         supervise: bool,
     },
-    /// Stop a control plane started with `up`.
+    /// Stop a control plane started with `up` (and clean a node's leftovers if its process
+    /// died without cleaning up).
     Down,
     /// Say whether a control plane is running, and where.
     Status,
@@ -40,6 +46,9 @@ struct State {
     pid: u32,
     server: String,
     kubeconfig: PathBuf,
+    /// The node's folder, when started with `--node`.
+    #[serde(default)]
+    node: Option<PathBuf>,
 }
 
 fn state_dir() -> PathBuf {
@@ -66,8 +75,9 @@ pub fn run(cmd: Command) -> Result<()> {
         Command::Up {
             detach: true,
             supervise: false,
-        } => detach(),
-        Command::Up { .. } => foreground(),
+            node,
+        } => detach(node),
+        Command::Up { node, .. } => foreground(node),
         Command::Down => down(),
         Command::Status => status(),
         Command::Build { node } => {
@@ -95,13 +105,39 @@ fn refuse_if_running() -> Result<()> {
     Ok(())
 }
 
-fn foreground() -> Result<()> {
+/// What `up` keeps alive: a control plane alone, or one with a node.
+enum Running {
+    ControlPlane(modelsync_testenv::ControlPlane),
+    Node(modelsync_testenv::node::Node),
+}
+
+impl Running {
+    fn control_plane(&self) -> &modelsync_testenv::ControlPlane {
+        match self {
+            Running::ControlPlane(cp) => cp,
+            Running::Node(node) => node.control_plane(),
+        }
+    }
+}
+
+fn foreground(with_node: bool) -> Result<()> {
     refuse_if_running()?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let started = Instant::now();
-        eprintln!("starting the local control plane (the first run builds it: many minutes)...");
-        let cp = modelsync_testenv::start_with_crds(&[]).await?;
+        let running = if with_node {
+            eprintln!(
+                "starting the local control plane and a real node (the first run builds them: \
+                 many minutes)..."
+            );
+            Running::Node(modelsync_testenv::node::Node::start().await?)
+        } else {
+            eprintln!(
+                "starting the local control plane (the first run builds it: many minutes)..."
+            );
+            Running::ControlPlane(modelsync_testenv::start_with_crds(&[]).await?)
+        };
+        let cp = running.control_plane();
         let dir = state_dir();
         std::fs::create_dir_all(&dir)?;
         let kubeconfig = dir.join("kubeconfig");
@@ -111,8 +147,23 @@ fn foreground() -> Result<()> {
             pid: std::process::id(),
             server: cp.server().to_owned(),
             kubeconfig: kubeconfig.clone(),
+            node: match &running {
+                Running::Node(node) => Some(node.root().to_owned()),
+                Running::ControlPlane(_) => None,
+            },
         };
         std::fs::write(state_file(), serde_json::to_string_pretty(&state)?)?;
+        if let Running::Node(node) = &running {
+            println!(
+                "node {} Ready (bridge {}, pods 10.244.0.0/24, services 10.96.0.0/24); containerd: \
+                 {}; node logs: {}; resident memory {} MB",
+                node.name(),
+                node.bridge_ip(),
+                node.containerd_socket().display(),
+                node.root().display(),
+                node.resident_bytes() / 1_000_000
+            );
+        }
         println!(
             "local control plane ready in {:.1}s at {}\nkubeconfig: {}\n\n  export KUBECONFIG={}\n\nlogs: {}\nCtrl-C (or `cargo xtask cluster down`) stops it.",
             started.elapsed().as_secs_f64(),
@@ -123,7 +174,7 @@ fn foreground() -> Result<()> {
         );
         wait_for_stop_signal().await?;
         eprintln!("stopping the local control plane...");
-        drop(cp);
+        drop(running);
         let _ = std::fs::remove_file(state_file());
         let _ = std::fs::remove_file(&kubeconfig);
         eprintln!("stopped");
@@ -140,15 +191,19 @@ async fn wait_for_stop_signal() -> Result<()> {
     Ok(())
 }
 
-fn detach() -> Result<()> {
+fn detach(with_node: bool) -> Result<()> {
     refuse_if_running()?;
     let dir = state_dir();
     std::fs::create_dir_all(&dir)?;
     let _ = std::fs::remove_file(state_file());
     let log_path = dir.join("cluster.log");
     let log = std::fs::File::create(&log_path)?;
+    let mut args = vec!["cluster", "up", "--supervise"];
+    if with_node {
+        args.push("--node");
+    }
     let mut child = Process::new(std::env::current_exe()?)
-        .args(["cluster", "up", "--supervise"])
+        .args(&args)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -195,13 +250,25 @@ fn detach() -> Result<()> {
     }
 }
 
+/// A node's processes can outlive a control plane process killed hard, until its janitor has
+/// run; and a node whose janitor was killed too leaves its changes on the machine.
+fn clean_node_leftovers() -> Result<()> {
+    if modelsync_testenv::node::leftovers(None).is_empty() {
+        return Ok(());
+    }
+    println!("a node's leftovers are on this machine: removing them...");
+    modelsync_testenv::node::clean_up_leftovers()?;
+    println!("machine clean");
+    Ok(())
+}
+
 fn down() -> Result<()> {
     let Some(state) = read_state() else {
         println!(
             "no local control plane is running (no {})",
             state_file().display()
         );
-        return Ok(());
+        return clean_node_leftovers();
     };
     if !alive(state.pid) {
         let _ = std::fs::remove_file(state_file());
@@ -209,6 +276,9 @@ fn down() -> Result<()> {
             "the control plane (pid {}) had already stopped; cleaned up its state",
             state.pid
         );
+        if state.node.is_some() {
+            clean_node_leftovers()?;
+        }
         return Ok(());
     }
     let ok = Process::new("kill")
@@ -219,12 +289,16 @@ fn down() -> Result<()> {
     if !ok {
         bail!("could not signal pid {}", state.pid);
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // A node takes longer: pods, mounts, firewall rules and settings are undone first.
+    let patience = Duration::from_secs(if state.node.is_some() { 240 } else { 30 });
+    let deadline = Instant::now() + patience;
     while alive(state.pid) {
         if Instant::now() > deadline {
             bail!(
-                "pid {} did not stop within 30s; kill it with `kill -9 {}`",
+                "pid {} did not stop within {}s; kill it with `kill -9 {}` then run `cargo xtask \
+                 cluster down` again to clean up",
                 state.pid,
+                patience.as_secs(),
                 state.pid
             );
         }
@@ -232,12 +306,33 @@ fn down() -> Result<()> {
     }
     let _ = std::fs::remove_file(state_dir().join("pid"));
     println!("stopped the local control plane (pid {})", state.pid);
+    if state.node.is_some() {
+        let left = modelsync_testenv::node::leftovers(state.node.as_deref());
+        if !left.is_empty() {
+            bail!(
+                "the node left these behind: {}; run `cargo xtask cluster down` again to remove \
+                 them",
+                left.join("; ")
+            );
+        }
+        println!("node stopped; machine clean");
+    }
     Ok(())
 }
 
 fn status() -> Result<()> {
     let Some(state) = read_state().filter(|s| alive(s.pid)) else {
         println!("not running; start one with `cargo xtask cluster up`");
+        if cfg!(target_os = "linux") {
+            let left = modelsync_testenv::node::leftovers(None);
+            if !left.is_empty() {
+                println!(
+                    "a node's leftovers are on this machine ({}): `cargo xtask cluster down` \
+                     removes them",
+                    left.join("; ")
+                );
+            }
+        }
         return Ok(());
     };
     let rt = tokio::runtime::Runtime::new()?;
@@ -245,20 +340,65 @@ fn status() -> Result<()> {
         let kc = kube::config::Kubeconfig::read_from(&state.kubeconfig)?;
         let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
         let client = kube::Client::try_from(config)?;
-        anyhow::Ok(client.apiserver_version().await?)
+        let version = client.apiserver_version().await?;
+        let node = match &state.node {
+            Some(_) => Some(node_status(&client).await?),
+            None => None,
+        };
+        anyhow::Ok((version, node))
     });
     match version {
-        Ok(v) => println!(
-            "running (pid {}) at {}, Kubernetes {}\n\n  export KUBECONFIG={}",
-            state.pid,
-            state.server,
-            v.git_version,
-            state.kubeconfig.display()
-        ),
+        Ok((v, node)) => {
+            println!(
+                "running (pid {}) at {}, Kubernetes {}",
+                state.pid, state.server, v.git_version,
+            );
+            if let (Some(line), Some(dir)) = (node, &state.node) {
+                println!("{line}\nnode folder and logs: {}", dir.display());
+            }
+            println!("\n  export KUBECONFIG={}", state.kubeconfig.display());
+        }
         Err(e) => println!(
             "process {} is alive but the API server at {} does not answer: {e:#}",
             state.pid, state.server
         ),
     }
     Ok(())
+}
+
+/// One line on the node: its readiness (with the reason when not Ready) and how many pods run.
+async fn node_status(client: &kube::Client) -> Result<String> {
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    let name = modelsync_testenv::node::NODE_NAME;
+    let Some(node) = kube::Api::<Node>::all(client.clone()).get_opt(name).await? else {
+        return Ok(format!("node {name}: not registered"));
+    };
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+    let state = match ready {
+        Some(c) if c.status == "True" => "Ready".to_owned(),
+        Some(c) => format!(
+            "NotReady ({})",
+            c.message
+                .as_deref()
+                .or(c.reason.as_deref())
+                .unwrap_or("no reason given")
+        ),
+        None => "no Ready condition yet".to_owned(),
+    };
+    let pods = kube::Api::<Pod>::all(client.clone())
+        .list(&kube::api::ListParams::default().fields(&format!("spec.nodeName={name}")))
+        .await?;
+    let running = pods
+        .items
+        .iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .count();
+    Ok(format!(
+        "node {name}: {state}, {running} of {} pods running",
+        pods.items.len()
+    ))
 }

@@ -40,6 +40,12 @@ use crate::process::{Guarded, free_port, log_tail, pids_mentioning};
 
 pub use host::APT_INSTALL;
 
+/// Fails, naming what to do, unless this machine can run a node: Linux, root, and the packages
+/// (containerd, runc, CNI plugins, iptables, ...) installed.
+pub fn preflight() -> Result<()> {
+    host::preflight()
+}
+
 /// The node's name in the cluster.
 pub const NODE_NAME: &str = "modelsync-node";
 /// The bridge pods are attached to.
