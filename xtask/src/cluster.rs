@@ -256,6 +256,13 @@ fn clean_node_leftovers() -> Result<()> {
     if modelsync_testenv::node::leftovers(None).is_empty() {
         return Ok(());
     }
+    if modelsync_testenv::node::running_on_this_machine() {
+        println!(
+            "a node started by another process (tests, or another checkout's cluster) is running \
+             on this machine; leaving it alone"
+        );
+        return Ok(());
+    }
     println!("a node's leftovers are on this machine: removing them...");
     modelsync_testenv::node::clean_up_leftovers()?;
     println!("machine clean");
@@ -325,7 +332,9 @@ fn status() -> Result<()> {
         println!("not running; start one with `cargo xtask cluster up`");
         if cfg!(target_os = "linux") {
             let left = modelsync_testenv::node::leftovers(None);
-            if !left.is_empty() {
+            if modelsync_testenv::node::running_on_this_machine() {
+                println!("a node started by another process is running on this machine");
+            } else if !left.is_empty() {
                 println!(
                     "a node's leftovers are on this machine ({}): `cargo xtask cluster down` \
                      removes them",

@@ -565,6 +565,17 @@ pub fn clean_up_leftovers() -> Result<()> {
     Ok(())
 }
 
+/// Whether a node (of this or another process) holds the machine-wide lock right now.
+pub fn running_on_this_machine() -> bool {
+    Path::new(STATE_DIR).join("lock").exists()
+        && Command::new("flock")
+            .args(["--nonblock", "--conflict-exit-code", "99"])
+            .arg(Path::new(STATE_DIR).join("lock"))
+            .arg("true")
+            .status()
+            .is_ok_and(|s| s.code() == Some(99))
+}
+
 static SHARED: OnceLock<Result<Node, String>> = OnceLock::new();
 
 /// The node (with its control plane) shared by every test of this test binary, started on first
