@@ -1,9 +1,11 @@
-//! Developer tasks: `cargo xtask demo`, `cargo xtask cluster up|down|status|build`, `cargo xtask bench`.
+//! Developer tasks: `cargo xtask demo`, `cargo xtask cluster up|down|status|build`, `cargo xtask bench`,
+//! `cargo xtask image`.
 
 mod bench;
 mod cargo;
 mod cluster;
 mod demo;
+mod image;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +26,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Benchmarks against the local control plane (release builds); see BENCHMARKS.md.
     Bench(bench::BenchArgs),
+    /// Daemonless container images (modelsync from the Dockerfile's recipe, the notebook
+    /// trainer): built or found in the cache; prints each tar's path and size.
+    Image(image::ImageArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,5 +36,6 @@ fn main() -> anyhow::Result<()> {
         Command::Cluster(cmd) => cluster::run(cmd),
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Image(args) => image::run(args),
     }
 }
