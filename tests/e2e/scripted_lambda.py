@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """A needs-sync lambda whose answers a test scripts at run time, and which counts its calls.
 
-    python3 scripted_lambda.py PORT
+    python3 scripted_lambda.py PORT [ADDRESS]
+
+ADDRESS defaults to 127.0.0.1; the real-node tests give the node's bridge address, where the
+controller's pod reaches it.
 
 PUT /_script/<route> with {"status": 200, "json": {...}} (or "body": "raw text",
 "repeat": N to send the body N times, "delay": seconds before answering) sets what GET /<route>
@@ -67,7 +70,8 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
-    server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+    address = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
+    server = ThreadingHTTPServer((address, int(sys.argv[1])), Handler)
     server.daemon_threads = True
     print("ready", flush=True)
     server.serve_forever()

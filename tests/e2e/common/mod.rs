@@ -222,16 +222,25 @@ pub struct Lambda {
 
 impl Lambda {
     pub async fn start(logs: &Path) -> Lambda {
-        let port = free_port().unwrap();
+        Self::start_on(logs, std::net::Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    /// Listening on `ip`: the real-node tests give the bridge address, which pods reach.
+    pub async fn start_on(logs: &Path, ip: std::net::IpAddr) -> Lambda {
+        let port = modelsync_testenv::git::free_port_on(ip).unwrap();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e/scripted_lambda.py");
         let proc = Guarded::spawn(
             "scripted-lambda",
             Path::new("python3"),
-            &[script.display().to_string(), port.to_string()],
+            &[
+                script.display().to_string(),
+                port.to_string(),
+                ip.to_string(),
+            ],
             &logs.join(format!("lambda-{port}.log")),
         )
         .expect("python3 is needed for the scripted lambda");
-        let base = format!("http://127.0.0.1:{port}");
+        let base = format!("http://{ip}:{port}");
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(10);
         while http.get(format!("{base}/_calls")).send().await.is_err() {

@@ -212,6 +212,27 @@ impl LabelBot {
         Ok(git(&self.work, &["rev-parse", "HEAD"])?.trim().to_owned())
     }
 
+    /// Commits a model record to main, as a data scientist registering a model by hand would;
+    /// returns the commit.
+    pub fn add_model(&self, id: &str, created: &str) -> Result<String> {
+        self.sync()?;
+        let head = git(&self.work, &["rev-parse", "HEAD"])?;
+        std::fs::write(
+            self.work.join(format!("models/{id}.yaml")),
+            format!(
+                "id: {id}\ncreated: {created}\ndataRevision: {}\nmetrics:\n  accuracy: 0.91\n",
+                head.trim()
+            ),
+        )?;
+        git(&self.work, &["add", "-A"])?;
+        git(
+            &self.work,
+            &["commit", "-q", "-m", &format!("Register model {id}")],
+        )?;
+        git(&self.work, &["push", "-q", "origin", "HEAD:main"])?;
+        Ok(git(&self.work, &["rev-parse", "HEAD"])?.trim().to_owned())
+    }
+
     /// The one-line change the deployer's branch makes to the pin file.
     pub fn branch_diff(&self) -> Result<String> {
         self.sync()?;

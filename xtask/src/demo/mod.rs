@@ -5,6 +5,7 @@
 //! Tekton's controller (this program marks runs Running/Succeeded and does their work) and
 //! GitHub (a small stand-in for its pull request API).
 
+mod real;
 mod repo;
 
 use std::collections::HashSet;
@@ -35,6 +36,9 @@ pub struct DemoArgs {
     /// within its time.
     #[arg(long)]
     ci: bool,
+    /// Play Tekton's controller (no node, no pods) even where a real node could run.
+    #[arg(long)]
+    played: bool,
 }
 
 /// Prints timestamped story lines.
@@ -56,7 +60,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         tokio::select! {
-            r = story(args.ci) => r,
+            r = choose(args) => r,
             r = tokio::signal::ctrl_c() => {
                 r?;
                 eprintln!("\ninterrupted: stopping the controller, lambda server and control plane");
@@ -108,8 +112,32 @@ enum Note {
     Merged(String),
 }
 
-async fn story(ci: bool) -> Result<()> {
+/// The real node where the machine allows it, the played Tekton elsewhere; says which and why.
+async fn choose(args: DemoArgs) -> Result<()> {
     let say = Narrator(Instant::now());
+    if args.played {
+        say.say(
+            "demo",
+            "--played: Tekton's controller is played; no node, no pods",
+        );
+        return story(args.ci, say).await;
+    }
+    match real::possible() {
+        Ok(()) => {
+            say.say("demo", "this machine can run a real node (Linux, root, containerd, runc, CNI plugins, iptables): the real loop");
+            real::story(args.ci, say).await
+        }
+        Err(why) => {
+            say.say(
+                "demo",
+                format!("no real node here, so Tekton's controller is played instead: {why}"),
+            );
+            story(args.ci, say).await
+        }
+    }
+}
+
+async fn story(ci: bool, say: Narrator) -> Result<()> {
     say.say(
         "demo",
         "the modelsync loop on a local control plane. Real: kube-apiserver, etcd, \
