@@ -5,6 +5,10 @@
 //! prebuilt ones instead. Tekton's real CRDs are installed, and [`tekton`] plays Tekton's
 //! controller by patching run status.
 //!
+//! [`node`] adds a real node beside the control plane (containerd, kubelet, kube-scheduler,
+//! kube-proxy; root and Debian packages needed) so pods run, with [`image`] writing the images
+//! they run; `node::shared()` is the node-backed counterpart of [`shared`].
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! let cp = modelsync_testenv::shared();
