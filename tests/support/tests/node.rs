@@ -29,6 +29,7 @@ async fn pods_run_logs_and_services_work_and_teardown_is_clean() {
         .unwrap()
         .unwrap();
     let sysctls = node::sysctl_snapshot();
+    let folders = absent_machine_folders();
     let started = Instant::now();
     let node = Node::start().await.expect("node starts");
     eprintln!(
@@ -77,6 +78,17 @@ async fn pods_run_logs_and_services_work_and_teardown_is_clean() {
     drop(node);
     eprintln!("node stopped in {:.1}s", stopping.elapsed().as_secs_f64());
     assert_clean(&root, &cp_root, &sysctls);
+    for folder in folders {
+        assert!(!folder.exists(), "{} was left behind", folder.display());
+    }
+}
+
+fn absent_machine_folders() -> Vec<PathBuf> {
+    node::MACHINE_FOLDERS
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| !p.exists())
+        .collect()
 }
 
 /// Run as a child (see [`CHILD_ENV`]), this starts a node, prints its folders and waits to be
@@ -113,6 +125,7 @@ async fn janitor_cleans_up_after_sigkill() {
         .unwrap()
         .unwrap();
     let sysctls = node::sysctl_snapshot();
+    let folders = absent_machine_folders();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "janitor_cleans_up_after_sigkill", "--nocapture"])
         .env(CHILD_ENV, "1")
@@ -154,6 +167,9 @@ async fn janitor_cleans_up_after_sigkill() {
         killed.elapsed().as_secs_f64()
     );
     assert_clean(&root, &cp_root, &sysctls);
+    for folder in folders {
+        assert!(!folder.exists(), "{} was left behind", folder.display());
+    }
 }
 
 async fn wait_for_default_service_account(client: &kube::Client, ns: &str) {

@@ -59,8 +59,8 @@ pub const SYSCTLS: &[&str] = &[
     "net.netfilter.nf_conntrack_tcp_be_liberal",
 ];
 
-/// Machine paths the node's programs create when missing, whatever their configuration says.
-const MAYBE_CREATED: &[&str] = &[
+/// Machine folders the node's programs create when missing, whatever their configuration says.
+pub const MAYBE_CREATED: &[&str] = &[
     "/var/log/containers",
     "/var/log/pods",
     "/var/lib/cni",

@@ -10,7 +10,7 @@
 # "<kind> <value...>" line per change:
 #   dir PATH              the node's folder (processes, mounts, files under it)
 #   sysctl KEY VALUE      a sysctl's value before the node started
-#   absent PATH           a machine path that did not exist before the node started
+#   absent PATH           a machine folder that did not exist before the node started
 #   nft-absent FAMILY T   an nftables table that did not exist before the node started
 #   bridge NAME           a network bridge the node created
 # Every step tolerates things already gone, so running it twice is harmless.
@@ -170,16 +170,21 @@ undo() {
         for dir in $dirs; do
             # kubelet links every container log into /var/log/containers.
             [ -d /var/log/containers ] && find /var/log/containers -maxdepth 1 -lname "$dir/*" -delete 2>/dev/null
-            # The CNI library caches results by network name.
-            rm -f /var/lib/cni/results/modelsync-* 2>/dev/null
+            # The CNI library caches results by network name (containerd adds a loopback one).
+            rm -f /var/lib/cni/results/modelsync-* /var/lib/cni/results/cni-loopback-* 2>/dev/null
+            # kubelet's device-plugin socket ignores --root-dir.
+            rm -f /var/lib/kubelet/device-plugins/kubelet.sock 2>/dev/null
             if awk -v d="$dir" '$5 == d || index($5, d "/") == 1 { found = 1 } END { exit !found }' /proc/self/mountinfo; then
                 log "mounts remain under $dir: not removing it"
             else
                 rm -rf --one-file-system "$dir"
             fi
         done
+        # Only empty folders go: another container runtime on the machine may have put
+        # something there since (containerd puts every shim's socket in /run/containerd/s).
         awk '$1 == "absent" { print $2 }' "$LEDGER" | sort -r | while read -r path; do
-            rm -rf --one-file-system "$path"
+            [ -d "$path" ] && find "$path" -depth -type d -empty -delete 2>/dev/null
+            [ -e "$path" ] && log "$path is not empty: left in place"
         done
         rm -f "$LEDGER"
     fi

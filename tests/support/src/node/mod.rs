@@ -39,6 +39,8 @@ use crate::image::{self, ImageConfig};
 use crate::process::{Guarded, free_port, log_tail, pids_mentioning};
 
 pub use host::APT_INSTALL;
+/// Machine folders the node's programs create when missing; removed again (when empty) after.
+pub use host::MAYBE_CREATED as MACHINE_FOLDERS;
 
 /// Fails, naming what to do, unless this machine can run a node: Linux, root, and the packages
 /// (containerd, runc, CNI plugins, iptables, ...) installed.
