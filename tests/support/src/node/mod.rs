@@ -583,6 +583,9 @@ static SHARED: OnceLock<Result<Node, String>> = OnceLock::new();
 /// The node (with its control plane) shared by every test of this test binary, started on first
 /// use. It is stopped and the machine cleaned when the test binary exits, however it exits.
 ///
+/// One node per machine: a test binary using this must not also call [`Node::start`] (that
+/// would wait for this node to stop), and waits itself while another process's node runs.
+///
 /// Panics with the reason when it cannot start: every test needing it would fail anyway.
 pub fn shared() -> &'static Node {
     let started = SHARED.get_or_init(|| {
