@@ -436,3 +436,60 @@ async fn installing_again_reuses_the_images_and_returns_at_once() {
     );
     eprintln!("installing again: {:.1}s", again.took.as_secs_f64());
 }
+
+#[tokio::test]
+async fn script_steps_working_dirs_and_results_work() {
+    let (client, _) = tekton().await;
+    let ns = modelsync_testenv::namespace(&client, "tekton-script")
+        .await
+        .unwrap();
+    let mut run = DynamicObject::new(
+        "scripted",
+        &modelsync_testenv::tekton::pipelinerun_resource(),
+    );
+    // `script:` goes through the shell image's place-scripts init container, `workingDir`
+    // through workingdirinit, and the result through the entrypoint's termination message.
+    run.data = json!({ "spec": {
+        "pipelineSpec": {
+            "tasks": [{
+                "name": "only",
+                "taskSpec": {
+                    "results": [{ "name": "greeting" }],
+                    "steps": [{
+                        "name": "main",
+                        "image": tekton_real::shell_image(),
+                        "workingDir": "/workspace/deep/er",
+                        "script": "#!/bin/sh\nset -e\npwd\nprintf hi > $(results.greeting.path)\n",
+                    }],
+                },
+            }],
+            "results": [{ "name": "greeting", "value": "$(tasks.only.results.greeting)" }],
+        },
+    }});
+    pipelineruns(&client, &ns)
+        .create(&PostParams::default(), &run)
+        .await
+        .unwrap();
+    let (status, reason, _) = wait_done(&client, &ns, "scripted", Duration::from_secs(120)).await;
+    let done = pipelineruns(&client, &ns).get("scripted").await.unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "Succeeded"),
+        "{}",
+        serde_json::to_string_pretty(&done.data["status"]).unwrap()
+    );
+    assert_eq!(done.data["status"]["results"][0]["value"], "hi");
+    let taskrun = taskrun_api(&client, &ns)
+        .list(&ListParams::default().labels("tekton.dev/pipelineRun=scripted"))
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    let pod = taskrun.data["status"]["podName"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (ok, logs) = kubectl(&["-n", &ns, "logs", &pod, "-c", "step-main"]);
+    assert!(ok, "kubectl logs failed: {logs}");
+    assert!(logs.contains("/workspace/deep/er"), "{logs}");
+}
