@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # The local node's janitor. It runs under `flock` holding the machine-wide node lock, so only
 # one node lives on a machine and a new one waits until the previous one is cleaned.
 #
@@ -50,11 +51,14 @@ stop_pids() {
             left="$left $pid"
         done
         [ -z "$left" ] && return 0
+        # $left is a list of pids: split on purpose.
         if [ "$round" = 1 ]; then
             log "stopping$left"
+            # shellcheck disable=SC2086
             kill -TERM $left 2>/dev/null
         elif [ "$round" = 21 ]; then
             log "killing$left"
+            # shellcheck disable=SC2086
             kill -KILL $left 2>/dev/null
             sleep 0.5
         fi
@@ -82,7 +86,7 @@ remove_kubepods_cgroups() {
         for d in /sys/fs/cgroup/kubepods /sys/fs/cgroup/*/kubepods; do
             [ -d "$d" ] || continue
             found=1
-            for pid in $(find "$d" -name cgroup.procs -exec cat {} + 2>/dev/null); do
+            find "$d" -name cgroup.procs -exec cat {} + 2>/dev/null | while read -r pid; do
                 kill -KILL "$pid" 2>/dev/null
             done
             find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null
