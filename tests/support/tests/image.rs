@@ -229,6 +229,19 @@ fn modelsync_image_follows_the_recipe_and_its_binary_runs() {
         String::from_utf8_lossy(&whoami.stdout),
         "65532\n65532\n/home/nonroot\n"
     );
+
+    // Runs write into a throw-away overlay and their mounts never reach this namespace.
+    Chroot::new(&image.rootfs)
+        .run(&[
+            "/bin/sh",
+            "-c",
+            "echo probe > /tmp/probe && test -s /tmp/probe",
+        ])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(!image.rootfs.join("tmp/probe").exists());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let rootfs = image.rootfs.to_string_lossy();
+    assert!(!mounts.contains(rootfs.as_ref()), "{mounts}");
 }
 
 /// The `train` step's script, as the Task has it.

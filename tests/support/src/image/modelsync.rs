@@ -209,6 +209,8 @@ pub fn release_binary(recipe: &Recipe) -> Result<ReleaseBinary> {
         .arg(&cargo)
         .arg("build")
         .args(&recipe.cargo_build_args)
+        .env("CARGO_TERM_PROGRESS_WHEN", "never")
+        .env("CARGO_TERM_COLOR", "never")
         .current_dir(&workspace);
     rootfs::run_logged(cmd, &log, "cargo build --release")?;
     let path = Path::new(target_dir).join("release").join(&bin);

@@ -400,6 +400,12 @@ impl Chroot {
 
     /// Runs `argv` inside and returns its output; fails when it cannot be started at all.
     pub fn output(&self, argv: &[&str]) -> Result<Output> {
+        if !is_root() {
+            bail!(
+                "running {argv:?} inside an image's root filesystem needs root (chroot and a \
+                 private mount namespace): run as root"
+            );
+        }
         let scratch = tempfile::Builder::new()
             .prefix("modelsync-chroot-")
             .tempdir()
