@@ -497,6 +497,7 @@ async fn history_gc_deletes_real_runs_with_their_taskruns_and_pods() {
             json!({"needsSync": true, "parameters": {"tag": "again"}}),
         )
         .await;
+    let applied = Instant::now();
     apply(
         &client,
         &ns,
@@ -507,6 +508,22 @@ async fn history_gc_deletes_real_runs_with_their_taskruns_and_pods() {
         ),
     )
     .await;
+    eventually(
+        Duration::from_secs(180),
+        "the first run to succeed",
+        context,
+        || async {
+            let all = runs(&client, &ns, "often").await;
+            all.iter()
+                .any(|r| ended_reason(r).as_deref() == Some("Succeeded"))
+                .then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "a ModelSync whose lambda says yes → its one-step PipelineRun Succeeded: {:.1}s (poll 1s)",
+        applied.elapsed().as_secs_f64()
+    );
 
     // Three runs succeed one after another; the first two are collected.
     let seen = std::sync::Mutex::new(std::collections::BTreeSet::<String>::new());

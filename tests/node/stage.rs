@@ -69,6 +69,11 @@ async fn build() -> anyhow::Result<Stage> {
         tekton.version,
         tekton.ready_after_apply.as_secs_f64()
     ));
+    let (rss, cores) = idle_usage(cluster).await;
+    say(&format!(
+        "idle node with Tekton (control plane, node, pods): {} MB resident, {cores:.3} cores over 10s",
+        rss / 1_000_000
+    ));
     let images = Images {
         modelsync: modelsync.name,
         python: python.name,
@@ -91,4 +96,33 @@ async fn import(socket: &Path, tar: &Path) -> anyhow::Result<()> {
     let (socket, tar) = (socket.to_path_buf(), tar.to_path_buf());
     tokio::task::spawn_blocking(move || modelsync_testenv::image::oci::import(&socket, &tar))
         .await?
+}
+
+/// Memory and CPU of the control plane, the node's programs and every pod, over 10 s of rest.
+async fn idle_usage(node: &node::Node) -> (u64, f64) {
+    let cpu = || -> f64 {
+        let mut pids = node.pids();
+        pids.extend(node.control_plane().pids());
+        let ticks: u64 = pids
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+            .filter_map(|stat| {
+                // Fields after the command name, which may hold spaces: utime and stime are the
+                // 12th and 13th of them.
+                let rest = stat.rsplit_once(')')?.1;
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+            })
+            .sum();
+        let pods_ns = std::fs::read_to_string("/sys/fs/cgroup/cpuacct/kubepods/cpuacct.usage")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        // Linux reports process times in USER_HZ, 100 per second on every common build.
+        ticks as f64 / 100.0 + pods_ns as f64 / 1e9
+    };
+    let before = cpu();
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    let cores = (cpu() - before) / 10.0;
+    (node.resident_bytes(), cores)
 }

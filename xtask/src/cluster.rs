@@ -21,7 +21,8 @@ pub enum Command {
         #[arg(long)]
         detach: bool,
         /// Also start a real node (needs root and Debian's containerd, runc, CNI plugins and
-        /// iptables); it changes machine-wide settings, all undone when it stops.
+        /// iptables) with the real Tekton Pipelines installed; it changes machine-wide settings,
+        /// all undone when it stops.
         #[arg(long)]
         node: bool,
         /// Internal: the background process started by --detach.
@@ -130,7 +131,18 @@ fn foreground(with_node: bool) -> Result<()> {
                 "starting the local control plane and a real node (the first run builds them: \
                  many minutes)..."
             );
-            Running::Node(modelsync_testenv::node::Node::start().await?)
+            let node = modelsync_testenv::node::Node::start().await?;
+            // A node is for running pipelines: the real Tekton comes with it.
+            let tekton =
+                modelsync_testenv::tekton_real::install(node.kubeconfig(), node.containerd_socket())
+                    .await?;
+            eprintln!(
+                "Tekton Pipelines {} running in namespace {} ({:.1}s after apply)",
+                tekton.version,
+                tekton.namespace,
+                tekton.ready_after_apply.as_secs_f64()
+            );
+            Running::Node(node)
         } else {
             eprintln!(
                 "starting the local control plane (the first run builds it: many minutes)..."

@@ -409,8 +409,28 @@ pub async fn wait_deployments(kubeconfig: &Path, namespace: &str, timeout: Durat
                 &["get", "events", "-n", namespace, "--sort-by=.lastTimestamp"],
             )
             .unwrap_or_default();
+            let names = kubectl(kubeconfig, &["get", "pods", "-n", namespace, "-o", "name"])
+                .unwrap_or_default();
+            let logs: String = names
+                .lines()
+                .map(|pod| {
+                    let tail = kubectl(
+                        kubeconfig,
+                        &[
+                            "logs",
+                            "-n",
+                            namespace,
+                            pod,
+                            "--all-containers",
+                            "--tail=15",
+                        ],
+                    )
+                    .unwrap_or_else(|e| format!("{e:#}"));
+                    format!("$ kubectl logs -n {namespace} {pod} --tail=15\n{tail}\n")
+                })
+                .collect();
             bail!(
-                "Deployments in {namespace} not Available after {}s: {waiting:?}\n{pods}\n{events}",
+                "Deployments in {namespace} not Available after {}s: {waiting:?}\n{pods}\n{events}\n{logs}",
                 timeout.as_secs()
             );
         }
