@@ -2,9 +2,9 @@
 //! PipelineRun when it says so, one active run per resource, old runs garbage-collected.
 //!
 //! Pure decisions ([`plan`], [`template`], [`runs`], [`status`]) are kept apart from IO
-//! ([`lambda_client`], [`reconcile`], [`run_index`]) so both are easy to test.
+//! ([`reconcile`], [`run_index`], and the lambda client in `modelsync_api::lambda_client`) so
+//! both are easy to test.
 
-pub mod lambda_client;
 pub mod lease;
 pub mod metrics;
 pub mod plan;

@@ -13,13 +13,13 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParam
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
+use modelsync_api::lambda_client::{Ask, FailureKind, LambdaClient};
 use modelsync_api::modelsync::{ANNOTATION_REQUESTED_AT, Decision, RunResult};
 use modelsync_api::pipelinerun::SPEC_STATUS_CANCELLED;
 use modelsync_api::{ModelSync, PipelineRun};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::lambda_client::{Ask, LambdaClient};
 use crate::metrics::Metrics;
 use crate::plan::{self, AnswerAction, GateDecision};
 use crate::run_index::RunIndex;
@@ -91,7 +91,7 @@ impl Context {
         Context {
             client,
             runs,
-            lambda: LambdaClient::new(),
+            lambda: LambdaClient::new(concat!("modelsync-controller/", env!("CARGO_PKG_VERSION"))),
             recorder,
             metrics,
             schedule: Mutex::default(),
@@ -388,6 +388,8 @@ async fn ask_and_act(
             name,
             last_run: last_run.as_deref(),
             timeout,
+            // Credentials from spec.lambdaSecretRef come with the Secret support.
+            bearer_token: None,
         })
         .await;
     let failures = ctx.poll_state(uid).map(|p| p.failures).unwrap_or(0);
@@ -409,9 +411,9 @@ async fn ask_and_act(
                 },
             );
             let msg = e.condition_message();
-            obs.phase = match e.reason() {
-                "LambdaError" => Phase::LambdaError(msg),
-                _ => Phase::InvalidLambdaResponse(msg),
+            obs.phase = match e.kind() {
+                FailureKind::Unavailable => Phase::LambdaError(msg),
+                FailureKind::InvalidResponse => Phase::InvalidLambdaResponse(msg),
             };
             return Ok(now + delay);
         }

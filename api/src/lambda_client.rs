@@ -1,10 +1,12 @@
-//! Asking a needs-sync lambda: `GET` with the protocol's headers, a deadline, and a cap on the
-//! answer's size. Any failure is an error with a message saying exactly what went wrong; an
-//! error is never read as "no".
+//! Asking a needs-sync lambda: `GET` with the protocol's headers, optional credentials, a
+//! deadline, and a cap on the answer's size. The controller and `modelsync lambda-check` both
+//! use this client, so they send the same request and judge the reply the same way. Any
+//! failure is an error with a message saying exactly what went wrong; an error is never read
+//! as "no".
 
 use std::time::{Duration, Instant};
 
-use modelsync_api::lambda::{
+use crate::lambda::{
     AnswerError, HEADER_LAST_RUN, HEADER_NAME, HEADER_NAMESPACE, MAX_ANSWER_BYTES, NeedsSyncAnswer,
     parse_answer,
 };
@@ -12,13 +14,25 @@ use modelsync_api::lambda::{
 /// Characters of a bad answer quoted in messages.
 const EXCERPT_CHARS: usize = 120;
 
-/// Who is asking, and how long the lambda may take.
+/// Who is asking, and how long the lambda may take. Deliberately not `Debug`: it may hold a
+/// credential, and credentials must not reach logs.
 pub struct Ask<'a> {
     pub url: &'a str,
     pub namespace: &'a str,
     pub name: &'a str,
     pub last_run: Option<&'a str>,
     pub timeout: Duration,
+    /// Sent as `Authorization: Bearer <token>` (a lambda server with `auth.bearerTokenFile`).
+    pub bearer_token: Option<&'a str>,
+}
+
+/// What a failed call means for the ModelSync: the kind decides the condition reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The lambda could not be asked, or answered with a non-2xx status (`LambdaError`).
+    Unavailable,
+    /// The lambda answered, but not as the protocol says (`InvalidLambdaResponse`).
+    InvalidResponse,
 }
 
 /// Why a lambda call did not give an answer.
@@ -40,15 +54,15 @@ pub enum CallError {
 }
 
 impl CallError {
-    /// The condition reason: the lambda could not be asked, or answered wrongly.
-    pub fn reason(&self) -> &'static str {
+    /// Whether the lambda could not be asked or answered wrongly.
+    pub fn kind(&self) -> FailureKind {
         match self {
-            CallError::Unreachable { .. } | CallError::Timeout { .. } => "LambdaError",
+            CallError::Unreachable { .. } | CallError::Timeout { .. } => FailureKind::Unavailable,
             CallError::Answer {
                 error: AnswerError::Status { .. },
                 ..
-            } => "LambdaError",
-            CallError::TooLarge { .. } | CallError::Answer { .. } => "InvalidLambdaResponse",
+            } => FailureKind::Unavailable,
+            CallError::TooLarge { .. } | CallError::Answer { .. } => FailureKind::InvalidResponse,
         }
     }
 
@@ -108,31 +122,82 @@ impl std::fmt::Display for CallError {
 
 impl std::error::Error for CallError {}
 
+/// How to build a [`LambdaClient`].
+#[derive(Clone, Copy, Debug)]
+pub struct ClientOptions<'a> {
+    /// Sent as `User-Agent`, so a lambda's logs say who asked.
+    pub user_agent: &'a str,
+    /// PEM certificates trusted in addition to the system roots, for an https lambda whose
+    /// certificate a private CA signed (a Secret's `ca.crt`).
+    pub extra_ca_pem: Option<&'a [u8]>,
+}
+
+/// Why a [`LambdaClient`] could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The CA bundle holds no `-----BEGIN CERTIFICATE-----` block.
+    #[error(
+        "the CA bundle holds no PEM certificate; give one or more -----BEGIN CERTIFICATE----- blocks"
+    )]
+    NoCertificate,
+    /// The CA bundle is not valid PEM.
+    #[error("the CA bundle is not a valid PEM certificate: {0}")]
+    BadCertificate(String),
+    /// The HTTP client refused the settings (for example a TLS backend without extra roots).
+    #[error("building the HTTP client for lambdas failed: {0}")]
+    Build(String),
+}
+
 /// A pooled HTTP client for lambdas.
 #[derive(Clone)]
 pub struct LambdaClient {
     http: reqwest::Client,
 }
 
-impl Default for LambdaClient {
-    fn default() -> Self {
-        Self::new()
-    }
+/// A protocol-conforming reply and what `lambda-check` reports besides the answer.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub answer: NeedsSyncAnswer,
+    /// The `Content-Type` header, if any.
+    pub content_type: Option<String>,
 }
 
 impl LambdaClient {
-    pub fn new() -> Self {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("modelsync-controller/", env!("CARGO_PKG_VERSION")))
+    /// A client trusting the system roots only.
+    pub fn new(user_agent: &str) -> Self {
+        Self::with_options(&ClientOptions {
+            user_agent,
+            extra_ca_pem: None,
+        })
+        .expect("a client with static settings and no extra CA builds")
+    }
+
+    pub fn with_options(options: &ClientOptions<'_>) -> Result<Self, SetupError> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(options.user_agent)
             .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(Duration::from_secs(90));
+        if let Some(pem) = options.extra_ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| SetupError::BadCertificate(describe(&e)))?;
+            if certs.is_empty() {
+                return Err(SetupError::NoCertificate);
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder
             .build()
-            .expect("a client with static settings builds");
-        LambdaClient { http }
+            .map_err(|e| SetupError::Build(describe(&e)))?;
+        Ok(LambdaClient { http })
     }
 
     /// Asks the lambda; `Ok` only for an answer that follows the protocol.
     pub async fn ask(&self, ask: &Ask<'_>) -> Result<NeedsSyncAnswer, CallError> {
+        self.ask_for_reply(ask).await.map(|reply| reply.answer)
+    }
+
+    /// Like [`LambdaClient::ask`], also returning what a protocol checker looks at.
+    pub async fn ask_for_reply(&self, ask: &Ask<'_>) -> Result<Reply, CallError> {
         let started = Instant::now();
         match tokio::time::timeout(ask.timeout, self.ask_inner(ask, started)).await {
             Ok(result) => result,
@@ -143,11 +208,7 @@ impl LambdaClient {
         }
     }
 
-    async fn ask_inner(
-        &self,
-        ask: &Ask<'_>,
-        started: Instant,
-    ) -> Result<NeedsSyncAnswer, CallError> {
+    async fn ask_inner(&self, ask: &Ask<'_>, started: Instant) -> Result<Reply, CallError> {
         let url = || ask.url.to_owned();
         let mut req = self
             .http
@@ -158,11 +219,20 @@ impl LambdaClient {
         if let Some(run) = ask.last_run {
             req = req.header(HEADER_LAST_RUN, run);
         }
+        if let Some(token) = ask.bearer_token {
+            // reqwest marks the header sensitive, so it is left out of its debug output.
+            req = req.bearer_auth(token);
+        }
         let mut res = req.send().await.map_err(|e| CallError::Unreachable {
             url: url(),
             detail: describe(&e),
         })?;
         let status = res.status().as_u16();
+        let content_type = res
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let mut body = Vec::new();
         loop {
             match res.chunk().await {
@@ -181,19 +251,23 @@ impl LambdaClient {
                 }
             }
         }
-        parse_answer(status, &body).map_err(|error| CallError::Answer {
+        let answer = parse_answer(status, &body).map_err(|error| CallError::Answer {
             url: url(),
             error,
             excerpt: excerpt(&body),
             elapsed: started.elapsed(),
+        })?;
+        Ok(Reply {
+            answer,
+            content_type,
         })
     }
 }
 
 /// The innermost cause: reqwest's own message ("error sending request") says little.
-fn describe(e: &reqwest::Error) -> String {
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut msg = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = e.source();
     while let Some(s) = source {
         msg = s.to_string();
         source = s.source();
