@@ -5,12 +5,14 @@
 //! ([`reconcile`], [`run_index`], and the lambda client in `modelsync_api::lambda_client`) so
 //! both are easy to test.
 
+pub mod actions;
 pub mod lease;
 pub mod metrics;
 pub mod plan;
 pub mod reconcile;
 pub mod run_index;
 pub mod runs;
+pub mod schedule;
 pub mod status;
 pub mod template;
 

@@ -12,9 +12,8 @@ use modelsync_api::modelsync::{Decision, ModelSyncStatus, RunResult, RunSummary}
 pub enum Phase {
     /// Nothing to do: the lambda said no, or the last run is done.
     Idle,
-    /// This pass started the named run.
-    RunStarted(String),
-    /// The named run is going.
+    /// The named run is going (including one this pass started: see
+    /// [`Observation::run_started`]).
     RunActive(String),
     Suspended,
     /// The lambda could not be asked, or did not answer properly; retried with backoff.
@@ -30,7 +29,6 @@ impl Phase {
     pub fn reason(&self) -> &'static str {
         match self {
             Phase::Idle => "Idle",
-            Phase::RunStarted(_) => "RunStarted",
             Phase::RunActive(_) => "RunActive",
             Phase::Suspended => "Suspended",
             Phase::LambdaError(_) => "LambdaError",
@@ -43,7 +41,6 @@ impl Phase {
     fn message(&self) -> String {
         match self {
             Phase::Idle => "no run needed; waiting for the next poll".into(),
-            Phase::RunStarted(run) => format!("started PipelineRun {run}"),
             Phase::RunActive(run) => format!("PipelineRun {run} is running"),
             Phase::Suspended => "suspended: no lambda calls and no new runs".into(),
             Phase::LambdaError(m)
@@ -57,10 +54,26 @@ impl Phase {
     fn statuses(&self) -> (bool, bool, bool) {
         match self {
             Phase::Idle | Phase::Suspended => (true, false, false),
-            Phase::RunStarted(_) | Phase::RunActive(_) => (true, true, false),
+            Phase::RunActive(_) => (true, true, false),
             Phase::LambdaError(_) | Phase::InvalidLambdaResponse(_) => (false, false, false),
             Phase::InvalidTemplate(_) | Phase::TooManyActiveRuns(_) => (false, false, true),
         }
+    }
+
+    /// The error a stored `Ready` condition reports, for a pass that did not check again: it
+    /// stays reported until a call shows otherwise. Status is the only memory that survives a
+    /// restart, so this reads it back; other reasons are not carried over.
+    pub fn still_reported(conditions: &[Condition]) -> Option<Phase> {
+        let ready = conditions.iter().find(|c| c.type_ == "Ready")?;
+        let carried: [fn(String) -> Phase; 3] = [
+            Phase::LambdaError,
+            Phase::InvalidLambdaResponse,
+            Phase::InvalidTemplate,
+        ];
+        carried
+            .into_iter()
+            .map(|phase| phase(ready.message.clone()))
+            .find(|phase| phase.reason() == ready.reason)
     }
 }
 
@@ -74,6 +87,8 @@ pub struct Observation {
     pub last_successful_run: Option<RunSummary>,
     /// The lambda's answer in this pass, if it was asked and answered.
     pub decision: Option<Decision>,
+    /// This pass created (or adopted) the run that [`Observation::phase`] names as active:
+    /// told by a `RunStarted` event, recorded as a check.
     pub run_started: bool,
     /// A `requested-at` value handled in this pass.
     pub handled_requested_at: Option<String>,
@@ -199,7 +214,7 @@ pub fn events(prev: &ModelSyncStatus, next: &ModelSyncStatus, obs: &Observation)
     let ready_changed =
         prev_ready.is_none_or(|c| c.reason != phase.reason() || c.message != phase.message());
     match phase {
-        Phase::RunStarted(run) => out.push(EventSpec {
+        Phase::RunActive(run) if obs.run_started => out.push(EventSpec {
             warning: false,
             reason: "RunStarted",
             note: match &next.last_decision {

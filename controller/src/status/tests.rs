@@ -124,7 +124,8 @@ fn errors_are_told_once_and_finished_runs_once() {
         result: RunResult::Succeeded,
         ..running
     };
-    let mut o = obs(Phase::RunStarted("r2".into()), None);
+    let mut o = obs(Phase::RunActive("r2".into()), None);
+    o.run_started = true;
     o.previous_run_now = Some(done.clone());
     o.last_run = Some(RunSummary {
         name: "r2".into(),
