@@ -10,8 +10,8 @@ use modelsync_api::{ModelSync, ModelSyncStatus, PipelineRun};
 use serde_json::json;
 use tracing::warn;
 
+use crate::context::Context;
 use crate::plan::{Created, run_ref};
-use crate::reconcile::Context;
 use crate::status::{self, Observation};
 
 /// The controller's field manager on the API server.

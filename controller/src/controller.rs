@@ -56,11 +56,7 @@ pub struct ControllerArgs {
     pub log_format: LogFormat,
 }
 
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use modelsync_telemetry::LogFormat;
 
 /// Entry point of the subcommand.
 pub fn main(args: ControllerArgs) -> Result<()> {
@@ -72,13 +68,11 @@ pub fn main(args: ControllerArgs) -> Result<()> {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,kube=warn,hyper=warn,tower=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+    modelsync_telemetry::init_logging(&modelsync_telemetry::Logging {
+        format,
+        default_filter: "info,kube=warn,hyper=warn,tower=warn",
+        to_stderr: false,
+    });
 }
 
 /// Fails with a message saying what to install when the CRDs this controller needs are missing.
@@ -128,7 +122,7 @@ fn http_app(state: Http) -> Router {
                 (
                     [(
                         "content-type",
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        modelsync_telemetry::OPENMETRICS_CONTENT_TYPE,
                     )],
                     s.metrics.encode(),
                 )

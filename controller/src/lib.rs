@@ -6,6 +6,7 @@
 //! both are easy to test.
 
 pub mod actions;
+pub mod context;
 pub mod lease;
 pub mod metrics;
 pub mod plan;

@@ -8,51 +8,15 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use kube::runtime::events::Recorder;
 use modelsync_api::ModelSync;
-use modelsync_api::lambda_client::{Ask, LambdaClient};
+use modelsync_api::lambda_client::Ask;
 use tracing::{info, warn};
 
 use crate::actions;
-use crate::metrics::Metrics;
 use crate::plan::{self, Answer, Facts, Now};
-use crate::run_index::RunIndex;
-use crate::schedule::Schedule;
 
 pub use crate::actions::{Error, FIELD_MANAGER};
-
-/// Everything a pass needs, shared by all passes.
-pub struct Context {
-    pub client: kube::Client,
-    pub runs: RunIndex,
-    pub lambda: LambdaClient,
-    pub recorder: Recorder,
-    pub metrics: Arc<Metrics>,
-    pub schedule: Schedule,
-}
-
-impl Context {
-    pub fn new(
-        client: kube::Client,
-        runs: RunIndex,
-        recorder: Recorder,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        Context {
-            client,
-            runs,
-            lambda: LambdaClient::new(concat!("modelsync-controller/", env!("CARGO_PKG_VERSION"))),
-            recorder,
-            metrics,
-            schedule: Schedule::default(),
-        }
-    }
-
-    /// Forgets a deleted ModelSync.
-    pub fn forget(&self, uid: &str) {
-        self.schedule.forget(uid);
-    }
-}
+pub use crate::context::Context;
 
 pub async fn reconcile(ms: Arc<ModelSync>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();

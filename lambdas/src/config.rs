@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::builtins::deploy_if_newer::Pin;
 use crate::builtins::yaml_path::{self, Locator};
+pub use crate::builtins::{LAMBDAS, Lambda, Route};
 use crate::mirror::{Credentials, SyncSpec};
 use crate::sources::mlflow::MlflowSpec;
 
@@ -41,21 +42,6 @@ pub enum SourceConfig {
     },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Route {
-    pub path: String,
-    pub lambda: Lambda,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Lambda {
-    RetrainIfStale { max_age: Duration },
-    RetrainOnNewData { data_path: String },
-    DeployIfNewer(Pin),
-}
-
-/// The names `lambda:` accepts.
-pub const LAMBDAS: [&str; 3] = ["retrain-if-stale", "retrain-on-new-data", "deploy-if-newer"];
 const RESERVED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 #[derive(Deserialize)]

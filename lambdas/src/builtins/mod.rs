@@ -6,8 +6,30 @@ pub mod retrain_if_stale;
 pub mod retrain_on_new_data;
 pub mod yaml_path;
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use modelsync_api::lambda::NeedsSyncAnswer;
+
+use deploy_if_newer::Pin;
+
+/// A path served by a built-in lambda with its settings, as `lambdas.yaml` configures it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub path: String,
+    pub lambda: Lambda,
+}
+
+/// A built-in lambda and its settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lambda {
+    RetrainIfStale { max_age: Duration },
+    RetrainOnNewData { data_path: String },
+    DeployIfNewer(Pin),
+}
+
+/// The names `lambda:` accepts.
+pub const LAMBDAS: [&str; 3] = ["retrain-if-stale", "retrain-on-new-data", "deploy-if-newer"];
 
 /// A built-in lambda's verdict.
 #[derive(Clone, Debug, PartialEq)]

@@ -2,6 +2,7 @@
 //! lambda server.
 
 mod checkout;
+mod fs;
 pub mod layout;
 pub mod metrics;
 mod parallel;
@@ -197,7 +198,7 @@ fn default_link(repo: &str) -> Option<PathBuf> {
 
 /// Runs `modelsync mirror`.
 pub fn run(args: MirrorArgs) -> anyhow::Result<()> {
-    crate::init_logging();
+    crate::logging::init_logging();
     let spec = args.spec()?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
@@ -237,7 +238,7 @@ struct HttpState {
 pub fn http_app(mirror: watch::Receiver<MirrorState>, registry: Arc<Registry>) -> Router {
     Router::new()
         .route("/", get(root))
-        .route("/metrics", get(crate::server::metrics_text_of))
+        .route("/metrics", get(modelsync_telemetry::metrics_handler))
         .with_state(HttpState { mirror, registry })
 }
 

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use git2::{Cred, CredentialType, Direction, FetchOptions, Oid, RemoteCallbacks, Repository};
 
-use super::layout::{self, LayoutError};
+use super::fs::LayoutError;
+use super::layout;
 
 /// Where the fetched commit is kept, so it survives until the next sync replaces it.
 const SYNC_REF: &str = "refs/modelsync/sync";
