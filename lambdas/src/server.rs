@@ -227,7 +227,7 @@ pub struct LambdasArgs {
 /// Runs `modelsync lambdas`: checks the configuration, then serves.
 pub fn run(args: LambdasArgs) -> anyhow::Result<()> {
     crate::logging::init_logging();
-    let config = config::load(&args.config).map_err(anyhow::Error::msg)?;
+    let config = config::load(&args.config)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -278,8 +278,7 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
     let models = match &config.models {
         SourceConfig::Records(path) => ModelInput::Records(path.clone()),
         SourceConfig::Mlflow { spec, period } => {
-            let source =
-                MlflowSource::new(spec.clone(), MLFLOW_TIMEOUT).map_err(anyhow::Error::msg)?;
+            let source = MlflowSource::new(spec.clone(), MLFLOW_TIMEOUT)?;
             let (tx, rx) = watch::channel(None);
             let period = *period;
             tokio::spawn(async move {

@@ -217,7 +217,8 @@ async fn a_remote_that_goes_away_keeps_the_last_good_tree() {
 
     let err = mirror::sync_and_publish(&spec, &metrics, &state, None)
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(&url), "the error names the remote: {err}");
     let seen = state_rx.borrow().clone();
     assert_eq!(

@@ -24,7 +24,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 pub use metrics::{MirrorMetrics, SyncStatus};
-pub use sync::{Credentials, Outcome, SyncSpec};
+pub use sync::{Credentials, Outcome, SyncError, SyncSpec};
 
 /// The published tree, as readers see it through the link.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,13 +68,13 @@ pub async fn sync_and_publish(
     metrics: &MirrorMetrics,
     state: &watch::Sender<MirrorState>,
     webhook: Option<&watch::Sender<Option<String>>>,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, SyncError> {
     let started = Instant::now();
     let job = spec.clone();
     let result = tokio::task::spawn_blocking(move || sync::sync(&job))
         .await
-        .map_err(|e| format!("sync task failed: {e}"))
-        .and_then(|r| r.map_err(|e| e.to_string()));
+        .map_err(SyncError::Task)
+        .and_then(|r| r);
     let seconds = started.elapsed().as_secs_f64();
     let repo = sync::redact(&spec.repo);
     match &result {
@@ -104,12 +104,12 @@ pub async fn sync_and_publish(
                 s.synced = Some(Synced { hash, worktree });
             });
         }
-        Err(message) => {
+        Err(error) => {
             metrics.observe(SyncStatus::Error, seconds);
-            tracing::warn!(%repo, git_ref = %spec.git_ref, error = %message, "sync failed; still serving the last good tree");
+            tracing::warn!(%repo, git_ref = %spec.git_ref, %error, "sync failed; still serving the last good tree");
             state.send_modify(|s| {
                 s.attempts += 1;
-                s.last_error = Some(message.clone());
+                s.last_error = Some(error.to_string());
             });
         }
     }
@@ -207,9 +207,7 @@ pub fn run(args: MirrorArgs) -> anyhow::Result<()> {
         let (state, state_rx) = watch::channel(MirrorState::default());
         let webhook = args.webhook_url.clone().map(webhook::spawn);
         if args.one_time {
-            sync_and_publish(&spec, &metrics, &state, webhook.as_ref())
-                .await
-                .map_err(|e| anyhow::anyhow!(e))?;
+            sync_and_publish(&spec, &metrics, &state, webhook.as_ref()).await?;
             return Ok(());
         }
         if let Some(addr) = args.http_bind {

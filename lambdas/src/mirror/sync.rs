@@ -80,6 +80,9 @@ pub enum SyncError {
     },
     #[error("laying out the worktree: {0}")]
     Layout(#[from] LayoutError),
+    /// The blocking sync task panicked or was cancelled.
+    #[error("sync task failed: {0}")]
+    Task(tokio::task::JoinError),
 }
 
 /// Runs one sync.
