@@ -17,8 +17,8 @@ use modelsync_api::ModelSync;
 use modelsync_api::lambda::{NeedsSyncAnswer, ParamValue};
 use modelsync_api::lambda_client::{CallError, FailureKind};
 use modelsync_api::modelsync::{
-    ANNOTATION_REQUESTED_AT, ConcurrencyPolicy, Decision, LABEL_NAME, ParameterMapping, RunResult,
-    RunSummary,
+    ANNOTATION_REQUESTED_AT, ConcurrencyPolicy, LABEL_NAME, LambdaDecision, ParameterMapping,
+    RunResult, RunSummary,
 };
 
 use crate::runs::{OwnedRuns, RunRecord, summary};
@@ -452,7 +452,7 @@ fn on_lambda(
             return;
         }
     };
-    obs.decision = Some(Decision {
+    obs.decision = Some(LambdaDecision {
         needs_sync: answer_value.needs_sync,
         parameters: answer_value.parameters.clone(),
         reason: answer_value.reason.clone(),

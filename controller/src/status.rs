@@ -5,7 +5,7 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use modelsync_api::modelsync::{Decision, ModelSyncStatus, RunResult, RunSummary};
+use modelsync_api::modelsync::{LambdaDecision, ModelSyncStatus, RunResult, RunSummary};
 
 /// Where a ModelSync stands after a pass. Each maps to the `Ready` condition's reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,7 +86,7 @@ pub struct Observation {
     pub last_run: Option<RunSummary>,
     pub last_successful_run: Option<RunSummary>,
     /// The lambda's answer in this pass, if it was asked and answered.
-    pub decision: Option<Decision>,
+    pub decision: Option<LambdaDecision>,
     /// This pass created (or adopted) the run that [`Observation::phase`] names as active:
     /// told by a `RunStarted` event, recorded as a check.
     pub run_started: bool,
@@ -128,7 +128,7 @@ fn condition(
 
 /// Whether two decisions differ in what they ask for (not in wording or time): a lambda whose
 /// reason says "model is 26h old" must not cause a status write every poll.
-fn same_decision(a: &Decision, b: &Decision) -> bool {
+fn same_decision(a: &LambdaDecision, b: &LambdaDecision) -> bool {
     a.needs_sync == b.needs_sync && a.parameters == b.parameters && a.revision == b.revision
 }
 
@@ -168,7 +168,7 @@ pub fn next_status(
             .as_ref()
             .is_none_or(|p| !same_decision(p, d));
         if changed {
-            last_decision = Some(Decision {
+            last_decision = Some(LambdaDecision {
                 time: now,
                 ..d.clone()
             });
@@ -218,7 +218,7 @@ pub fn events(prev: &ModelSyncStatus, next: &ModelSyncStatus, obs: &Observation)
             warning: false,
             reason: "RunStarted",
             note: match &next.last_decision {
-                Some(Decision {
+                Some(LambdaDecision {
                     reason: Some(r), ..
                 }) => format!("started PipelineRun {run}: {r}"),
                 _ => format!("started PipelineRun {run}"),

@@ -9,7 +9,7 @@ use common::{Env, Lambda, active_runs, modelsync, ready};
 use k8s_openapi::api::core::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams};
-use modelsync_testenv::tekton::{self, Outcome};
+use modelsync_testenv::tekton::{self, RunEnd};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -120,7 +120,7 @@ async fn a_yes_starts_one_owned_run_and_the_lambda_rests_while_it_runs() {
     assert_eq!(env.runs_of("trainer").await.len(), 1);
 
     // The run succeeds; the lambda still says yes: a second run, the first recorded as success.
-    tekton::finish(&env.client, &env.ns, &run.name_any(), Outcome::Succeeded)
+    tekton::finish(&env.client, &env.ns, &run.name_any(), RunEnd::Succeeded)
         .await
         .unwrap();
     let second = env
@@ -424,12 +424,12 @@ async fn history_limits_keep_the_configured_runs() {
     let lambda = Lambda::start(env.logs.path()).await;
     let _controller = env.controller();
     let outcomes = [
-        Outcome::Succeeded,
-        Outcome::Failed,
-        Outcome::Succeeded,
-        Outcome::Failed,
-        Outcome::Succeeded,
-        Outcome::Succeeded,
+        RunEnd::Succeeded,
+        RunEnd::Failed,
+        RunEnd::Succeeded,
+        RunEnd::Failed,
+        RunEnd::Succeeded,
+        RunEnd::Succeeded,
     ];
     lambda
         .answer(
@@ -611,7 +611,7 @@ async fn killed_at_random_moments_never_two_active_runs_never_an_orphan() {
         if let Some(run) = active.first()
             && rand::random::<bool>()
         {
-            tekton::finish(&env.client, &env.ns, run, Outcome::Succeeded)
+            tekton::finish(&env.client, &env.ns, run, RunEnd::Succeeded)
                 .await
                 .unwrap();
         }

@@ -33,14 +33,14 @@ pub const LAMBDAS: [&str; 3] = ["retrain-if-stale", "retrain-on-new-data", "depl
 
 /// A built-in lambda's verdict.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Decision {
+pub struct Verdict {
     /// The answer, or why none can be given (served as a non-200 with the message).
     pub answer: Result<NeedsSyncAnswer, String>,
     /// When the answer may change with no new commit and no model change (time passing).
     pub recheck_at: Option<DateTime<Utc>>,
 }
 
-impl Decision {
+impl Verdict {
     fn yes(reason: String, revision: &str) -> Self {
         Self::answer(true, reason, revision)
     }
@@ -50,7 +50,7 @@ impl Decision {
     }
 
     fn answer(needs_sync: bool, reason: String, revision: &str) -> Self {
-        Decision {
+        Verdict {
             answer: Ok(NeedsSyncAnswer {
                 needs_sync,
                 parameters: Default::default(),
@@ -62,7 +62,7 @@ impl Decision {
     }
 
     fn error(message: String) -> Self {
-        Decision {
+        Verdict {
             answer: Err(message),
             recheck_at: None,
         }

@@ -24,7 +24,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 pub use metrics::{MirrorMetrics, SyncStatus};
-pub use sync::{Credentials, Outcome, SyncError, SyncSpec};
+pub use sync::{Credentials, SyncError, SyncOutcome, SyncSpec};
 
 /// The published tree, as readers see it through the link.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,7 +68,7 @@ pub async fn sync_and_publish(
     metrics: &MirrorMetrics,
     state: &watch::Sender<MirrorState>,
     webhook: Option<&watch::Sender<Option<String>>>,
-) -> Result<Outcome, SyncError> {
+) -> Result<SyncOutcome, SyncError> {
     let started = Instant::now();
     let job = spec.clone();
     let result = tokio::task::spawn_blocking(move || sync::sync(&job))
@@ -80,7 +80,7 @@ pub async fn sync_and_publish(
     match &result {
         Ok(outcome) => {
             let hash = outcome.hash().to_owned();
-            let changed = matches!(outcome, Outcome::Updated { .. });
+            let changed = matches!(outcome, SyncOutcome::Updated { .. });
             metrics.observe(
                 if changed {
                     SyncStatus::Success

@@ -37,17 +37,17 @@ pub struct Credentials {
 
 /// What a sync did.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum SyncOutcome {
     /// The link already pointed at the remote's commit.
     Noop { hash: String },
     /// The link now points at a new commit.
     Updated { hash: String },
 }
 
-impl Outcome {
+impl SyncOutcome {
     pub fn hash(&self) -> &str {
         match self {
-            Outcome::Noop { hash } | Outcome::Updated { hash } => hash,
+            SyncOutcome::Noop { hash } | SyncOutcome::Updated { hash } => hash,
         }
     }
 }
@@ -86,7 +86,7 @@ pub enum SyncError {
 }
 
 /// Runs one sync.
-pub fn sync(spec: &SyncSpec) -> Result<Outcome, SyncError> {
+pub fn sync(spec: &SyncSpec) -> Result<SyncOutcome, SyncError> {
     let repo = open_root(&spec.root)?;
     let shown = redact(&spec.repo);
     let git = |step: &'static str| {
@@ -127,7 +127,7 @@ pub fn sync(spec: &SyncSpec) -> Result<Outcome, SyncError> {
     if let Target::Advertised { oid, .. } = &target
         && current.as_deref() == Some(oid.to_string().as_str())
     {
-        return Ok(Outcome::Noop {
+        return Ok(SyncOutcome::Noop {
             hash: oid.to_string(),
         });
     }
@@ -173,7 +173,7 @@ pub fn sync(spec: &SyncSpec) -> Result<Outcome, SyncError> {
     let hash = commit.to_string();
     if current.as_deref() == Some(hash.as_str()) {
         discard(&spec.root, prepared)?;
-        return Ok(Outcome::Noop { hash });
+        return Ok(SyncOutcome::Noop { hash });
     }
     repo.reference(SYNC_REF, commit, true, "modelsync mirror")
         .map_err(git("recording the commit of"))?;
@@ -181,7 +181,7 @@ pub fn sync(spec: &SyncSpec) -> Result<Outcome, SyncError> {
     layout::publish(&spec.root, &spec.link, &worktree.path)?;
     layout::remove_stale(&spec.root, &hash)?;
     worktree.refresh_index()?;
-    Ok(Outcome::Updated { hash })
+    Ok(SyncOutcome::Updated { hash })
 }
 
 fn discard(root: &Path, prepared: Option<layout::Prepared>) -> Result<(), LayoutError> {
