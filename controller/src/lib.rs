@@ -6,6 +6,7 @@
 //! both are easy to test.
 
 pub mod actions;
+pub mod admin;
 pub mod context;
 pub mod lease;
 pub mod metrics;
@@ -16,6 +17,7 @@ pub mod runs;
 pub mod schedule;
 pub mod status;
 pub mod template;
+pub mod watches;
 
 mod controller;
 

@@ -702,6 +702,39 @@ async fn with_leader_election_one_replica_works_and_another_takes_over() {
 }
 
 #[tokio::test]
+async fn a_leader_stopped_by_sigterm_releases_the_lease_for_the_next_at_once() {
+    let env = Env::new("release").await;
+    let flags = [
+        "--leader-elect",
+        &format!("--leader-election-namespace={}", env.ns),
+    ];
+    let first = common::Controller::start_with(&env.ns, env.logs.path(), &flags);
+    env.eventually(WAIT, "a leader", || async {
+        first.log().contains("became leader").then_some(())
+    })
+    .await;
+    let second = common::Controller::start_with(&env.ns, env.logs.path(), &flags);
+    env.eventually(WAIT, "the second replica waiting", || async {
+        second.log().contains("another replica leads").then_some(())
+    })
+    .await;
+    // Dropping the first sends it SIGTERM and waits for it to exit.
+    let stopped = std::time::Instant::now();
+    drop(first);
+    env.eventually(WAIT, "the second replica leading", || async {
+        second.log().contains("became leader").then_some(())
+    })
+    .await;
+    // Without the release the second would wait out the whole 15 s lease after the last
+    // renewal it saw.
+    assert!(
+        stopped.elapsed() < Duration::from_secs(12),
+        "took {:?} to take over a released lease",
+        stopped.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn without_the_crd_the_controller_fails_fast_saying_what_to_install() {
     // A control plane of its own, with no CRD at all.
     let bare = modelsync_testenv::ControlPlane::start().await.unwrap();
