@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use modelsync_api::ModelSync;
@@ -120,7 +119,7 @@ async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> 
         plan.created(&ns, &run.name, created, Now::read());
     }
     ctx.schedule.put(&uid, plan.schedule.clone());
-    actions::write_status(ms, ctx, &plan.observation, Utc::now()).await?;
+    actions::write_status(ms, ctx, &plan.observation, plan.status_time).await?;
     Ok(match plan.due {
         None => Action::await_change(),
         Some(due) => {
