@@ -287,3 +287,70 @@ fn excerpt(body: &[u8]) -> String {
     }
     format!("{out:?}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer_error(error: AnswerError, body: &[u8]) -> CallError {
+        CallError::Answer {
+            url: "http://l/x".into(),
+            error,
+            excerpt: excerpt(body),
+            elapsed: Duration::from_millis(1500),
+        }
+    }
+
+    #[test]
+    fn the_kind_decides_the_condition_and_the_message_quotes_the_body() {
+        let down = CallError::Unreachable {
+            url: "http://l/x".into(),
+            detail: "connection refused".into(),
+        };
+        assert_eq!(down.kind(), FailureKind::Unavailable);
+        assert_eq!(
+            down.condition_message(),
+            "lambda GET http://l/x failed: connection refused; is the lambda's Service up?"
+        );
+        let status = answer_error(
+            AnswerError::Status {
+                code: 503,
+                body: String::new(),
+            },
+            b"",
+        );
+        assert_eq!(status.kind(), FailureKind::Unavailable);
+        let not_json = answer_error(
+            AnswerError::NotJson {
+                detail: "expected value".into(),
+            },
+            b"<html>",
+        );
+        assert_eq!(not_json.kind(), FailureKind::InvalidResponse);
+        assert_eq!(
+            not_json.condition_message(),
+            "lambda GET http://l/x answered wrongly: answer is not JSON: expected value; body: \"<html>\""
+        );
+        // The timing is for logs only: a condition message must not change between retries.
+        assert!(not_json.to_string().ends_with("(after 1.5s)"));
+        assert_eq!(
+            CallError::TooLarge {
+                url: "http://l/x".into()
+            }
+            .kind(),
+            FailureKind::InvalidResponse
+        );
+    }
+
+    #[test]
+    fn excerpts_are_short_quoted_and_say_when_empty() {
+        assert_eq!(excerpt(b"  \n"), "(empty)");
+        assert_eq!(excerpt(b" yes "), "\"yes\"");
+        let long = "x".repeat(500);
+        let quoted = excerpt(long.as_bytes());
+        assert_eq!(
+            quoted,
+            format!("{:?}", format!("{}...", "x".repeat(EXCERPT_CHARS)))
+        );
+    }
+}
