@@ -3,6 +3,8 @@
 //! PipelineRun that modelsync reads and writes.
 
 pub mod lambda;
+#[cfg(feature = "client")]
+pub mod lambda_client;
 pub mod modelsync;
 pub mod pipelinerun;
 

@@ -20,6 +20,14 @@ pub const GROUP: &str = "modelsync.dev";
 pub const LABEL_NAME: &str = "modelsync.dev/name";
 /// Annotation asking for a check now; any new value counts (like Flux's `requestedAt`).
 pub const ANNOTATION_REQUESTED_AT: &str = "modelsync.dev/requested-at";
+/// Annotation holding the mapped parameters of the decision that started a run (JSON).
+pub const ANNOTATION_PARAMETERS: &str = "modelsync.dev/parameters";
+/// Annotation holding the lambda's reason for the run.
+pub const ANNOTATION_REASON: &str = "modelsync.dev/reason";
+/// Annotation holding the lambda's revision, when it gave one.
+pub const ANNOTATION_REVISION: &str = "modelsync.dev/revision";
+/// Annotation holding the time of the decision (RFC 3339).
+pub const ANNOTATION_DECIDED_AT: &str = "modelsync.dev/decided-at";
 
 /// Go-style durations the controller accepts: `30s`, `5m`, `1h30m`, `1.5h`, `250ms`.
 pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
@@ -165,7 +173,7 @@ pub struct ModelSyncStatus {
     pub last_check_time: Option<DateTime<Utc>>,
     /// The lambda's most recent decision (updated when it changes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_decision: Option<Decision>,
+    pub last_decision: Option<LambdaDecision>,
     /// The newest run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<RunSummary>,
@@ -180,7 +188,7 @@ pub struct ModelSyncStatus {
 /// A lambda's decision as recorded in status.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Decision {
+pub struct LambdaDecision {
     pub needs_sync: bool,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "preserve_unknown_object")]

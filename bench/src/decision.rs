@@ -23,7 +23,7 @@ use modelsync_api::ModelSync;
 use modelsync_api::lambda::{NeedsSyncAnswer, ParamValue};
 use modelsync_controller::reconcile::FIELD_MANAGER;
 use modelsync_controller::template::{self, RunRequest};
-use modelsync_testenv::tekton::{self, Outcome};
+use modelsync_testenv::tekton::{self, RunEnd};
 use serde_json::json;
 
 use crate::Opts;
@@ -105,7 +105,7 @@ async fn decide_once(
         .get(model)
         .copied()
         .context("the run appeared but the lambda never said yes for it")?;
-    tekton::finish(client, NS, &run, Outcome::Succeeded).await?;
+    tekton::finish(client, NS, &run, RunEnd::Succeeded).await?;
     Ok(at.saturating_duration_since(said).as_secs_f64() * 1000.0)
 }
 
@@ -323,7 +323,7 @@ pub async fn run(opts: &Opts) -> Result<Vec<Figure>> {
                 .await?;
             let (at, run) = seen_run(&seen, &model).await?;
             lat.push(at.saturating_duration_since(t0).as_secs_f64() * 1000.0);
-            tekton::finish(&client, NS, &run, Outcome::Succeeded).await?;
+            tekton::finish(&client, NS, &run, RunEnd::Succeeded).await?;
             // Let the controller see the run finish before asking again (Forbid).
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use kube::ResourceExt;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use modelsync_api::ModelSync;
-use modelsync_testenv::tekton::{self, Outcome};
+use modelsync_testenv::tekton::{self, RunEnd};
 use serde_json::json;
 
 use crate::Opts;
@@ -53,7 +53,7 @@ fn history(k: usize) -> serde_json::Value {
         days_ago((RUNS_EACH - k) as i64 + 1),
         days_ago((RUNS_EACH - k) as i64),
     );
-    json!({"status": tekton::ended(Outcome::Succeeded, &start, &end)})
+    json!({"status": tekton::ended(RunEnd::Succeeded, &start, &end)})
 }
 
 /// Creates `n` ModelSyncs named `m<i>` with `RUNS_EACH` finished runs each.

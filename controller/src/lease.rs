@@ -1,22 +1,78 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, so two replicas never reconcile at
 //! once. Optimistic concurrency (resourceVersion) decides races; a leader that cannot renew
-//! within the lease duration stops, as controller-runtime's do.
+//! within the lease duration stops, as controller-runtime's do, and a leader that stops
+//! cleanly releases the Lease so another replica takes over at once.
+//!
+//! Whether another holder's Lease has expired is not judged by comparing its `renewTime`
+//! (written with the holder's clock) with this machine's clock: clocks of two nodes may be
+//! seconds apart. A candidate instead watches the Lease as the API server stores it and
+//! counts, on its own monotonic clock, how long the record has gone unchanged; a holder that
+//! renews changes it (new `renewTime`, new resourceVersion) every few seconds.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
-use chrono::Utc;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, ObjectMeta, PostParams};
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 /// Who competes for which Lease, and how long a silent holder keeps it.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Elector {
     pub api: Api<Lease>,
     pub name: String,
     pub identity: String,
     pub lease_duration: Duration,
+    observed: Mutex<Observed>,
+}
+
+/// Another holder's record as last seen, and since when it has not changed.
+#[derive(Debug, Default)]
+struct Observed(Option<(Record, Instant)>);
+
+impl Observed {
+    /// Whether `record` has stayed the same for `duration` of this process's observation.
+    /// The first sight of a record starts the count, so a candidate that just started waits a
+    /// full duration before taking a Lease someone else wrote, as client-go's elector does.
+    fn unchanged_for(&mut self, record: Record, duration: Duration, now: Instant) -> bool {
+        match &self.0 {
+            Some((seen, since)) if *seen == record => now.duration_since(*since) >= duration,
+            _ => {
+                self.0 = Some((record, now));
+                false
+            }
+        }
+    }
+}
+
+/// What changes each time a holder renews.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Record {
+    holder: Option<String>,
+    renew_time: Option<String>,
+    resource_version: Option<String>,
+}
+
+/// The namespace the Lease lives in: the flag, else the pod's own namespace, else `default`.
+pub fn namespace(flag: Option<&str>) -> String {
+    flag.map(str::to_owned)
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .or_else(|| {
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok()
+        })
+        .unwrap_or_else(|| "default".to_owned())
+}
+
+/// This replica's name in the Lease: the pod's name, else host and process id.
+pub fn identity() -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "modelsync".to_owned());
+        format!("{host}-{}", std::process::id())
+    })
 }
 
 fn now() -> MicroTime {
@@ -24,6 +80,16 @@ fn now() -> MicroTime {
 }
 
 impl Elector {
+    pub fn new(api: Api<Lease>, name: String, identity: String, lease_duration: Duration) -> Self {
+        Elector {
+            api,
+            name,
+            identity,
+            lease_duration,
+            observed: Mutex::default(),
+        }
+    }
+
     /// Waits until this process holds the Lease.
     pub async fn acquire(&self) -> Result<(), kube::Error> {
         let mut waiting_logged = false;
@@ -88,13 +154,27 @@ impl Elector {
                 Err(e) => Err(e),
             };
         };
+        let record = Record {
+            holder: lease.spec.as_ref().and_then(|s| s.holder_identity.clone()),
+            renew_time: lease
+                .spec
+                .as_ref()
+                .and_then(|s| s.renew_time.as_ref())
+                .map(|t| t.0.to_string()),
+            resource_version: lease.metadata.resource_version.clone(),
+        };
         let spec = lease.spec.get_or_insert_with(Default::default);
         let ours = spec.holder_identity.as_deref() == Some(self.identity.as_str());
-        let expired = spec.renew_time.as_ref().is_none_or(|t| {
-            let held = spec.lease_duration_seconds.unwrap_or(secs) as i64;
-            t.0.as_second() + held < Utc::now().timestamp()
-        });
-        if !ours && !expired {
+        // An empty holder is a Lease released on shutdown: free at once.
+        let released = spec.holder_identity.as_deref().is_none_or(str::is_empty);
+        let held_for =
+            Duration::from_secs(spec.lease_duration_seconds.unwrap_or(secs).max(1) as u64);
+        let expired = self
+            .observed
+            .lock()
+            .expect("lease observation lock")
+            .unchanged_for(record, held_for, Instant::now());
+        if !ours && !released && !expired {
             return Ok(false);
         }
         if !ours {
@@ -114,5 +194,66 @@ impl Elector {
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// Gives the Lease up if this process holds it, so another replica need not wait for it
+    /// to expire. Best effort: a failure is logged, and the Lease then expires as usual.
+    pub async fn release(&self) {
+        let result = async {
+            let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+                return Ok(false);
+            };
+            let Some(spec) = lease.spec.as_mut() else {
+                return Ok(false);
+            };
+            if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+                return Ok(false);
+            }
+            spec.holder_identity = None;
+            spec.renew_time = Some(now());
+            spec.lease_duration_seconds = Some(1);
+            self.api
+                .replace(&self.name, &PostParams::default(), &lease)
+                .await
+                .map(|_| true)
+        }
+        .await;
+        match result {
+            Ok(true) => info!(lease = %self.name, "released the lease"),
+            Ok(false) => {}
+            Err(e) => {
+                warn!(lease = %self.name, "could not release the lease; it expires in {:?}: {e}", self.lease_duration)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(holder: &str, renewed: &str) -> Record {
+        Record {
+            holder: Some(holder.into()),
+            renew_time: Some(renewed.into()),
+            resource_version: Some(renewed.into()),
+        }
+    }
+
+    #[test]
+    fn a_lease_expires_after_a_full_duration_without_change_whatever_the_clocks_say() {
+        let d = Duration::from_secs(15);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut seen = Observed::default();
+        // First sight: even a renewTime from last year (a skewed clock) is not trusted at once.
+        assert!(!seen.unchanged_for(record("a", "2025-01-01T00:00:00Z"), d, at(0)));
+        assert!(!seen.unchanged_for(record("a", "2025-01-01T00:00:00Z"), d, at(14)));
+        // A renewal restarts the count, however its renewTime compares with this clock.
+        assert!(!seen.unchanged_for(record("a", "2025-01-01T00:00:05Z"), d, at(15)));
+        assert!(!seen.unchanged_for(record("a", "2025-01-01T00:00:05Z"), d, at(29)));
+        assert!(seen.unchanged_for(record("a", "2025-01-01T00:00:05Z"), d, at(30)));
+        // A new holder is a change too.
+        assert!(!seen.unchanged_for(record("b", "2025-01-01T00:00:05Z"), d, at(31)));
     }
 }

@@ -1,18 +1,25 @@
 //! The ModelSync controller: polls each resource's needs-sync lambda and starts a Tekton
 //! PipelineRun when it says so, one active run per resource, old runs garbage-collected.
 //!
-//! Pure decisions ([`plan`], [`template`], [`runs`], [`status`]) are kept apart from IO
-//! ([`lambda_client`], [`reconcile`], [`run_index`]) so both are easy to test.
+//! A pass is facts, then a plan, then actions: [`reconcile`] gathers the facts (the ModelSync,
+//! its runs from [`run_index`], its [`schedule`] entry, the clocks, the lambda's answer),
+//! [`plan`] decides with the pure helpers [`template`], [`runs`] and [`status`], and
+//! [`actions`] carries the plan out. The wiring around it is [`admin`], [`lease`] and
+//! [`watches`]; the lambda client is `modelsync_api::lambda_client`.
 
-pub mod lambda_client;
+pub mod actions;
+pub mod admin;
+pub mod context;
 pub mod lease;
 pub mod metrics;
 pub mod plan;
 pub mod reconcile;
 pub mod run_index;
 pub mod runs;
+pub mod schedule;
 pub mod status;
 pub mod template;
+pub mod watches;
 
 mod controller;
 

@@ -148,9 +148,6 @@ impl Metrics {
 
     /// The registry in Prometheus text format.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
-        out
+        modelsync_telemetry::encode(&self.registry).expect("writing to a String cannot fail")
     }
 }

@@ -2,11 +2,10 @@
 
 use std::sync::Arc;
 
-use crate::template::ANNOTATION_PARAMETERS;
 use chrono::{DateTime, Utc};
 use kube::ResourceExt;
 use modelsync_api::PipelineRun;
-use modelsync_api::modelsync::{RunResult, RunSummary};
+use modelsync_api::modelsync::{ANNOTATION_PARAMETERS, RunResult, RunSummary};
 
 /// What the controller keeps of a PipelineRun: only what it reads. A run as Kubernetes sends
 /// it costs about 2 KB of heap even in the partial [`PipelineRun`] type (label and annotation

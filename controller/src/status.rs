@@ -5,16 +5,15 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use modelsync_api::modelsync::{Decision, ModelSyncStatus, RunResult, RunSummary};
+use modelsync_api::modelsync::{LambdaDecision, ModelSyncStatus, RunResult, RunSummary};
 
 /// Where a ModelSync stands after a pass. Each maps to the `Ready` condition's reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Phase {
     /// Nothing to do: the lambda said no, or the last run is done.
     Idle,
-    /// This pass started the named run.
-    RunStarted(String),
-    /// The named run is going.
+    /// The named run is going (including one this pass started: see
+    /// [`Observation::run_started`]).
     RunActive(String),
     Suspended,
     /// The lambda could not be asked, or did not answer properly; retried with backoff.
@@ -30,7 +29,6 @@ impl Phase {
     pub fn reason(&self) -> &'static str {
         match self {
             Phase::Idle => "Idle",
-            Phase::RunStarted(_) => "RunStarted",
             Phase::RunActive(_) => "RunActive",
             Phase::Suspended => "Suspended",
             Phase::LambdaError(_) => "LambdaError",
@@ -43,7 +41,6 @@ impl Phase {
     fn message(&self) -> String {
         match self {
             Phase::Idle => "no run needed; waiting for the next poll".into(),
-            Phase::RunStarted(run) => format!("started PipelineRun {run}"),
             Phase::RunActive(run) => format!("PipelineRun {run} is running"),
             Phase::Suspended => "suspended: no lambda calls and no new runs".into(),
             Phase::LambdaError(m)
@@ -57,10 +54,26 @@ impl Phase {
     fn statuses(&self) -> (bool, bool, bool) {
         match self {
             Phase::Idle | Phase::Suspended => (true, false, false),
-            Phase::RunStarted(_) | Phase::RunActive(_) => (true, true, false),
+            Phase::RunActive(_) => (true, true, false),
             Phase::LambdaError(_) | Phase::InvalidLambdaResponse(_) => (false, false, false),
             Phase::InvalidTemplate(_) | Phase::TooManyActiveRuns(_) => (false, false, true),
         }
+    }
+
+    /// The error a stored `Ready` condition reports, for a pass that did not check again: it
+    /// stays reported until a call shows otherwise. Status is the only memory that survives a
+    /// restart, so this reads it back; other reasons are not carried over.
+    pub fn still_reported(conditions: &[Condition]) -> Option<Phase> {
+        let ready = conditions.iter().find(|c| c.type_ == "Ready")?;
+        let carried: [fn(String) -> Phase; 3] = [
+            Phase::LambdaError,
+            Phase::InvalidLambdaResponse,
+            Phase::InvalidTemplate,
+        ];
+        carried
+            .into_iter()
+            .map(|phase| phase(ready.message.clone()))
+            .find(|phase| phase.reason() == ready.reason)
     }
 }
 
@@ -73,7 +86,9 @@ pub struct Observation {
     pub last_run: Option<RunSummary>,
     pub last_successful_run: Option<RunSummary>,
     /// The lambda's answer in this pass, if it was asked and answered.
-    pub decision: Option<Decision>,
+    pub decision: Option<LambdaDecision>,
+    /// This pass created (or adopted) the run that [`Observation::phase`] names as active:
+    /// told by a `RunStarted` event, recorded as a check.
     pub run_started: bool,
     /// A `requested-at` value handled in this pass.
     pub handled_requested_at: Option<String>,
@@ -113,7 +128,7 @@ fn condition(
 
 /// Whether two decisions differ in what they ask for (not in wording or time): a lambda whose
 /// reason says "model is 26h old" must not cause a status write every poll.
-fn same_decision(a: &Decision, b: &Decision) -> bool {
+fn same_decision(a: &LambdaDecision, b: &LambdaDecision) -> bool {
     a.needs_sync == b.needs_sync && a.parameters == b.parameters && a.revision == b.revision
 }
 
@@ -153,7 +168,7 @@ pub fn next_status(
             .as_ref()
             .is_none_or(|p| !same_decision(p, d));
         if changed {
-            last_decision = Some(Decision {
+            last_decision = Some(LambdaDecision {
                 time: now,
                 ..d.clone()
             });
@@ -199,11 +214,11 @@ pub fn events(prev: &ModelSyncStatus, next: &ModelSyncStatus, obs: &Observation)
     let ready_changed =
         prev_ready.is_none_or(|c| c.reason != phase.reason() || c.message != phase.message());
     match phase {
-        Phase::RunStarted(run) => out.push(EventSpec {
+        Phase::RunActive(run) if obs.run_started => out.push(EventSpec {
             warning: false,
             reason: "RunStarted",
             note: match &next.last_decision {
-                Some(Decision {
+                Some(LambdaDecision {
                     reason: Some(r), ..
                 }) => format!("started PipelineRun {run}: {r}"),
                 _ => format!("started PipelineRun {run}"),

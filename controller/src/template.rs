@@ -4,18 +4,12 @@
 use std::collections::BTreeMap;
 
 use modelsync_api::lambda::{NeedsSyncAnswer, ParamValue};
-use modelsync_api::modelsync::{LABEL_NAME, ParameterMapping, PipelineRunTemplate};
+use modelsync_api::modelsync::{
+    ANNOTATION_DECIDED_AT, ANNOTATION_PARAMETERS, ANNOTATION_REASON, ANNOTATION_REVISION,
+    LABEL_NAME, ParameterMapping, PipelineRunTemplate,
+};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
-
-/// Annotation holding the mapped parameters of the decision that started a run (JSON).
-pub const ANNOTATION_PARAMETERS: &str = "modelsync.dev/parameters";
-/// Annotation holding the lambda's reason for the run.
-pub const ANNOTATION_REASON: &str = "modelsync.dev/reason";
-/// Annotation holding the lambda's revision, when it gave one.
-pub const ANNOTATION_REVISION: &str = "modelsync.dev/revision";
-/// Annotation holding the time of the decision (RFC 3339).
-pub const ANNOTATION_DECIDED_AT: &str = "modelsync.dev/decided-at";
 
 /// Why a template cannot become a run; the ModelSync is Stalled until its spec changes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,11 +1,12 @@
-//! `modelsync lambda-check URL`: calls a lambda as the controller does and says precisely
-//! whether its answer follows the protocol.
+//! `modelsync lambda-check URL`: calls a lambda with the controller's own client
+//! (`modelsync_api::lambda_client`) and says precisely whether its answer follows the protocol.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use modelsync_api::lambda::{self, MAX_ANSWER_BYTES, NeedsSyncAnswer};
+use modelsync_api::lambda::{MAX_ANSWER_BYTES, NeedsSyncAnswer};
+use modelsync_api::lambda_client::{Ask, CallError, ClientOptions, LambdaClient, SetupError};
 
 /// `modelsync lambda-check`.
 #[derive(Clone, Debug, clap::Args)]
@@ -15,9 +16,14 @@ pub struct LambdaCheckArgs {
     /// How long to wait for the answer.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
-    /// File holding a bearer token to send.
-    #[arg(long)]
+    /// File holding a bearer token, sent as `Authorization: Bearer` (what a lambda server with
+    /// `auth.bearerTokenFile` expects).
+    #[arg(long = "token-file", visible_alias = "bearer-token-file")]
     pub bearer_token_file: Option<PathBuf>,
+    /// PEM file of CA certificates trusted besides the system roots, for an https lambda whose
+    /// certificate a private CA signed.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
     /// Sent as X-ModelSync-Namespace.
     #[arg(long, default_value = "default")]
     pub namespace: String,
@@ -52,51 +58,86 @@ impl std::fmt::Display for Report {
     }
 }
 
-/// Calls the lambda once and judges the reply; `Err` says what does not follow the protocol.
+/// Calls the lambda once, with the controller's client, and judges the reply; `Err` says what
+/// does not follow the protocol.
 pub async fn check(args: &LambdaCheckArgs) -> Result<Report, String> {
-    let client = reqwest::Client::builder()
-        .timeout(args.timeout)
-        .build()
-        .map_err(|e| format!("building the HTTP client: {e}"))?;
-    let mut request = client
-        .get(&args.url)
-        .header("Accept", "application/json")
-        .header(lambda::HEADER_NAMESPACE, &args.namespace)
-        .header(lambda::HEADER_NAME, &args.name);
-    if let Some(file) = &args.bearer_token_file {
-        let token = std::fs::read_to_string(file)
-            .map_err(|e| format!("reading {}: {e}", file.display()))?;
-        request = request.bearer_auth(token.trim());
-    }
-    let mut response = request.send().await.map_err(|e| {
-        if e.is_timeout() {
-            format!(
-                "no answer within {}",
-                humantime::format_duration(args.timeout)
-            )
-        } else {
-            format!("calling the lambda: {e}")
+    check_call(args).await.map_err(|e| e.to_string())
+}
+
+/// Why `lambda-check` failed: the shared client's error, or a local problem before the call.
+#[derive(Debug, thiserror::Error)]
+enum CheckError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Setup {
+        path: String,
+        #[source]
+        source: SetupError,
+    },
+    #[error("{}", call_problem(.0))]
+    Call(CallError),
+    #[error("needsSync is {got}, expected {expected}")]
+    Unexpected { got: bool, expected: bool },
+}
+
+/// The call's failure in `lambda-check`'s words: the protocol breach alone (the URL is already
+/// in the verdict line), so a lambda author reads first what to fix.
+fn call_problem(e: &CallError) -> String {
+    match e {
+        CallError::Unreachable { detail, .. } => format!("calling the lambda: {detail}"),
+        CallError::Timeout { timeout, .. } => {
+            format!("no answer within {}", humantime::format_duration(*timeout))
         }
+        CallError::TooLarge { .. } => {
+            format!("the answer is longer than the {MAX_ANSWER_BYTES} bytes a lambda may send")
+        }
+        CallError::Answer { error, .. } => error.to_string(),
+    }
+}
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>, CheckError> {
+    std::fs::read(path).map_err(|source| CheckError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+async fn check_call(args: &LambdaCheckArgs) -> Result<Report, CheckError> {
+    let ca = args.ca_file.as_deref().map(read).transpose()?;
+    let client = LambdaClient::with_options(&ClientOptions {
+        user_agent: concat!("modelsync-lambda-check/", env!("CARGO_PKG_VERSION")),
+        extra_ca_pem: ca.as_deref(),
+    })
+    .map_err(|source| CheckError::Setup {
+        path: args
+            .ca_file
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        source,
     })?;
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    // Read at most one byte past the limit: enough to tell it was exceeded, no more.
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
+    let token = match &args.bearer_token_file {
+        Some(file) => Some(String::from_utf8_lossy(&read(file)?).trim().to_owned()),
+        None => None,
+    };
+    let reply = client
+        .ask_for_reply(&Ask {
+            url: &args.url,
+            namespace: &args.namespace,
+            name: &args.name,
+            last_run: None,
+            timeout: args.timeout,
+            bearer_token: token.as_deref(),
+        })
         .await
-        .map_err(|e| format!("reading the answer: {e}"))?
-    {
-        body.extend_from_slice(&chunk);
-        if body.len() > MAX_ANSWER_BYTES {
-            break;
-        }
-    }
-    let answer = lambda::parse_answer(status, &body).map_err(|e| e.to_string())?;
+        .map_err(CheckError::Call)?;
+    let answer = reply.answer;
+    let content_type = reply.content_type;
     let mut warnings = Vec::new();
     if !content_type
         .as_deref()
@@ -118,10 +159,10 @@ pub async fn check(args: &LambdaCheckArgs) -> Result<Report, String> {
     if let Some(expected) = args.expect_needs_sync
         && answer.needs_sync != expected
     {
-        return Err(format!(
-            "needsSync is {}, expected {expected}",
-            answer.needs_sync
-        ));
+        return Err(CheckError::Unexpected {
+            got: answer.needs_sync,
+            expected,
+        });
     }
     Ok(Report { answer, warnings })
 }
@@ -132,7 +173,7 @@ pub fn run(args: LambdaCheckArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    match runtime.block_on(check(&args)) {
+    match runtime.block_on(check_call(&args)) {
         Ok(report) => {
             println!(
                 "OK: {} answers following the modelsync lambda protocol v1",
@@ -141,6 +182,10 @@ pub fn run(args: LambdaCheckArgs) -> anyhow::Result<()> {
             print!("{report}");
             Ok(())
         }
+        Err(CheckError::Call(CallError::Answer { error, excerpt, .. })) => anyhow::bail!(
+            "{} does not follow the modelsync lambda protocol v1: {error}; body: {excerpt}",
+            args.url
+        ),
         Err(e) => anyhow::bail!(
             "{} does not follow the modelsync lambda protocol v1: {e}",
             args.url

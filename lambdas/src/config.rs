@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::builtins::deploy_if_newer::Pin;
 use crate::builtins::yaml_path::{self, Locator};
+pub use crate::builtins::{LAMBDAS, Lambda, Route};
 use crate::mirror::{Credentials, SyncSpec};
 use crate::sources::mlflow::MlflowSpec;
 
@@ -41,21 +42,6 @@ pub enum SourceConfig {
     },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Route {
-    pub path: String,
-    pub lambda: Lambda,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Lambda {
-    RetrainIfStale { max_age: Duration },
-    RetrainOnNewData { data_path: String },
-    DeployIfNewer(Pin),
-}
-
-/// The names `lambda:` accepts.
-pub const LAMBDAS: [&str; 3] = ["retrain-if-stale", "retrain-on-new-data", "deploy-if-newer"];
 const RESERVED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 #[derive(Deserialize)]
@@ -145,33 +131,117 @@ struct RawDeploy {
     parameter: Option<String>,
 }
 
+/// What is wrong with `lambdas.yaml`; each message names the field and what it should be.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A mistake in the named file.
+    #[error("{}: {problem}", path.display())]
+    InFile {
+        path: PathBuf,
+        problem: Box<ConfigError>,
+    },
+    /// Not YAML, or fields of the wrong shape.
+    #[error("{0}")]
+    Yaml(#[from] serde_yaml_ng::Error),
+    #[error("field listen: {0:?} is not an address like 0.0.0.0:8080")]
+    Listen(String),
+    /// The mirror's root would hold this file, and the mirror empties its root.
+    #[error(
+        "mirror: field root: {} holds this file, but the mirror empties its root: use a folder of its own",
+        .0.display()
+    )]
+    RootHoldsConfig(PathBuf),
+    #[error(transparent)]
+    Field(#[from] FieldError),
+    #[error("models.mlflow: give stage or alias, not both")]
+    StageAndAlias,
+    #[error("models: give exactly one of records (a path in the repository) or mlflow")]
+    ModelSource,
+    #[error("auth: field bearerTokenFile: cannot read {}: {source}", path.display())]
+    TokenUnreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("auth: field bearerTokenFile: {} is empty", .0.display())]
+    TokenEmpty(PathBuf),
+    #[error("routes: no route; add one like /retrain: {{lambda: retrain-if-stale, maxAge: 24h}}")]
+    NoRoutes,
+    #[error("route {path}: {problem}")]
+    Route { path: String, problem: RouteError },
+}
+
+/// A field whose value has the wrong form.
+#[derive(Debug, thiserror::Error)]
+pub enum FieldError {
+    #[error("{field}: {text:?} is not a duration like 30s, 5m, 24h")]
+    Duration { field: &'static str, text: String },
+    #[error("{field}: {text:?} must be a path inside the repository, like models/")]
+    RepoPath { field: &'static str, text: String },
+}
+
+/// What is wrong with one route.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("a route is a URL path starting with /")]
+    NotAPath,
+    #[error("{0} is served by the server itself; pick another path")]
+    Reserved(String),
+    #[error("expected a mapping with a field lambda")]
+    NotAMapping,
+    #[error("field lambda is missing; it names a built-in: {}", LAMBDAS.join(", "))]
+    MissingLambda,
+    #[error("field lambda: {name:?} is not a built-in lambda (one of {})", LAMBDAS.join(", "))]
+    UnknownLambda { name: String },
+    /// The lambda's settings are not the ones it takes.
+    #[error("lambda {lambda}: {source}")]
+    Settings {
+        lambda: String,
+        source: serde_yaml_ng::Error,
+    },
+    #[error(transparent)]
+    Field(#[from] FieldError),
+    /// The path grammar's own message (its module is shared with the pin-grammar work).
+    #[error("field yamlPath: {0}")]
+    YamlPath(String),
+    #[error("give exactly one of yamlPath (like data.model) or kptSetter")]
+    Locator,
+    #[error("field parameter: must not be empty")]
+    EmptyParameter,
+}
+
 /// Reads and checks the file; errors start with the file's name.
-pub fn load(path: &Path) -> Result<Config, String> {
-    let name = path.display();
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{name}: cannot read: {e}"))?;
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let base = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    parse(&text, base).map_err(|e| format!("{name}: {e}"))
+    parse(&text, base).map_err(|problem| ConfigError::InFile {
+        path: path.to_path_buf(),
+        problem: Box::new(problem),
+    })
 }
 
 /// Checks a configuration's text; relative secret files are relative to `base`.
-pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
-    let raw: RawConfig = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
+    let raw: RawConfig = serde_yaml_ng::from_str(text)?;
     let listen = match raw.listen.as_deref() {
         None => SocketAddr::from(([0, 0, 0, 0], 8080)),
-        Some(l) => l
-            .parse()
-            .map_err(|_| format!("field listen: {l:?} is not an address like 0.0.0.0:8080"))?,
+        Some(l) => l.parse().map_err(|_| ConfigError::Listen(l.to_owned()))?,
     };
     let m = raw.mirror;
     let root = base.join(&m.root);
     if root.components().eq(base.components()) || base.starts_with(&root) {
-        return Err(format!(
-            "mirror: field root: {} holds this file, but the mirror empties its root: use a folder of its own",
-            m.root.display()
-        ));
+        return Err(ConfigError::RootHoldsConfig(m.root));
     }
     let link = m.link.unwrap_or_else(|| PathBuf::from("repo"));
     let mirror = MirrorConfig {
@@ -198,7 +268,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
         (Some(path), None) => SourceConfig::Records(repo_path("models: field records", &path)?),
         (None, Some(ml)) => {
             if ml.stage.is_some() && ml.alias.is_some() {
-                return Err("models.mlflow: give stage or alias, not both".into());
+                return Err(ConfigError::StageAndAlias);
             }
             SourceConfig::Mlflow {
                 period: duration(
@@ -215,40 +285,32 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
             }
         }
         _ => {
-            return Err(
-                "models: give exactly one of records (a path in the repository) or mlflow".into(),
-            );
+            return Err(ConfigError::ModelSource);
         }
     };
     let bearer_token = match raw.auth {
         None => None,
         Some(a) => {
             let file = base.join(&a.bearer_token_file);
-            let token = std::fs::read_to_string(&file).map_err(|e| {
-                format!(
-                    "auth: field bearerTokenFile: cannot read {}: {e}",
-                    file.display()
-                )
-            })?;
-            let token = token.trim().to_owned();
+            let token = match std::fs::read_to_string(&file) {
+                Ok(token) => token.trim().to_owned(),
+                Err(source) => return Err(ConfigError::TokenUnreadable { path: file, source }),
+            };
             if token.is_empty() {
-                return Err(format!(
-                    "auth: field bearerTokenFile: {} is empty",
-                    file.display()
-                ));
+                return Err(ConfigError::TokenEmpty(file));
             }
             Some(token)
         }
     };
     if raw.routes.is_empty() {
-        return Err(
-            "routes: no route; add one like /retrain: {lambda: retrain-if-stale, maxAge: 24h}"
-                .into(),
-        );
+        return Err(ConfigError::NoRoutes);
     }
     let mut routes = Vec::new();
     for (path, value) in raw.routes {
-        let lambda = route(&path, value).map_err(|e| format!("route {path}: {e}"))?;
+        let lambda = match route(&path, value) {
+            Ok(lambda) => lambda,
+            Err(problem) => return Err(ConfigError::Route { path, problem }),
+        };
         routes.push(Route { path, lambda });
     }
     Ok(Config {
@@ -260,29 +322,25 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
     })
 }
 
-fn route(path: &str, value: serde_yaml_ng::Value) -> Result<Lambda, String> {
+fn route(path: &str, value: serde_yaml_ng::Value) -> Result<Lambda, RouteError> {
     if !path.starts_with('/') || path.contains(['?', '#']) {
-        return Err("a route is a URL path starting with /".into());
+        return Err(RouteError::NotAPath);
     }
     if RESERVED.contains(&path) {
-        return Err(format!(
-            "{path} is served by the server itself; pick another path"
-        ));
+        return Err(RouteError::Reserved(path.to_owned()));
     }
     let serde_yaml_ng::Value::Mapping(mut fields) = value else {
-        return Err("expected a mapping with a field lambda".into());
+        return Err(RouteError::NotAMapping);
     };
     let lambda = match fields.remove("lambda") {
         Some(serde_yaml_ng::Value::String(s)) => s,
-        Some(_) | None => {
-            return Err(format!(
-                "field lambda is missing; it names a built-in: {}",
-                LAMBDAS.join(", ")
-            ));
-        }
+        Some(_) | None => return Err(RouteError::MissingLambda),
     };
     let rest = serde_yaml_ng::Value::Mapping(fields);
-    let settings = |e: serde_yaml_ng::Error| format!("lambda {lambda}: {e}");
+    let settings = |source| RouteError::Settings {
+        lambda: lambda.clone(),
+        source,
+    };
     match lambda.as_str() {
         "retrain-if-stale" => {
             let raw: RawStale = serde_yaml_ng::from_value(rest).map_err(settings)?;
@@ -299,19 +357,13 @@ fn route(path: &str, value: serde_yaml_ng::Value) -> Result<Lambda, String> {
         "deploy-if-newer" => {
             let raw: RawDeploy = serde_yaml_ng::from_value(rest).map_err(settings)?;
             let locator = match (raw.yaml_path, raw.kpt_setter) {
-                (Some(p), None) => {
-                    yaml_path::parse_path(&p).map_err(|e| format!("field yamlPath: {e}"))?
-                }
+                (Some(p), None) => yaml_path::parse_path(&p).map_err(RouteError::YamlPath)?,
                 (None, Some(s)) if !s.is_empty() => Locator::KptSetter(s),
-                _ => {
-                    return Err(
-                        "give exactly one of yamlPath (like data.model) or kptSetter".into(),
-                    );
-                }
+                _ => return Err(RouteError::Locator),
             };
             let parameter = raw.parameter.unwrap_or_else(|| "model".into());
             if parameter.is_empty() {
-                return Err("field parameter: must not be empty".into());
+                return Err(RouteError::EmptyParameter);
             }
             Ok(Lambda::DeployIfNewer(Pin {
                 file: repo_path("field file", &raw.file)?,
@@ -319,37 +371,42 @@ fn route(path: &str, value: serde_yaml_ng::Value) -> Result<Lambda, String> {
                 parameter,
             }))
         }
-        other => Err(format!(
-            "field lambda: {other:?} is not a built-in lambda (one of {})",
-            LAMBDAS.join(", ")
-        )),
+        other => Err(RouteError::UnknownLambda {
+            name: other.to_owned(),
+        }),
     }
 }
 
-fn duration(field: &str, text: Option<&str>, default: Duration) -> Result<Duration, String> {
+fn duration(
+    field: &'static str,
+    text: Option<&str>,
+    default: Duration,
+) -> Result<Duration, FieldError> {
     text.map_or(Ok(default), |t| parse_duration(field, t))
 }
 
-fn parse_duration(field: &str, text: &str) -> Result<Duration, String> {
+fn parse_duration(field: &'static str, text: &str) -> Result<Duration, FieldError> {
     match humantime::parse_duration(text) {
         Ok(d) if !d.is_zero() => Ok(d),
-        _ => Err(format!(
-            "{field}: {text:?} is not a duration like 30s, 5m, 24h"
-        )),
+        _ => Err(FieldError::Duration {
+            field,
+            text: text.to_owned(),
+        }),
     }
 }
 
 /// A path inside the repository: relative and never climbing out of it.
-fn repo_path(field: &str, text: &str) -> Result<String, String> {
+fn repo_path(field: &'static str, text: &str) -> Result<String, FieldError> {
     let p = Path::new(text);
     if text.is_empty()
         || p.is_absolute()
         || p.components()
             .any(|c| matches!(c, std::path::Component::ParentDir))
     {
-        return Err(format!(
-            "{field}: {text:?} must be a path inside the repository, like models/"
-        ));
+        return Err(FieldError::RepoPath {
+            field,
+            text: text.to_owned(),
+        });
     }
     Ok(text.to_owned())
 }
@@ -441,7 +498,7 @@ routes:
         ];
         for (from, to, want) in cases {
             let text = GOOD.replacen(from, to, 1);
-            let err = parse(&text, Path::new(".")).unwrap_err();
+            let err = parse(&text, Path::new(".")).unwrap_err().to_string();
             assert!(
                 err.starts_with(want),
                 "replacing {from:?} by {to:?}: got {err:?}"
@@ -454,7 +511,7 @@ routes:
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("lambdas.yaml");
         std::fs::write(&file, GOOD.replace("maxAge: 24h", "maxAge: 3x")).unwrap();
-        let err = load(&file).unwrap_err();
+        let err = load(&file).unwrap_err().to_string();
         assert!(
             err.starts_with(&format!("{}: route /retrain: field maxAge", file.display())),
             "{err}"
@@ -467,6 +524,7 @@ routes:
         assert!(
             load(&file)
                 .unwrap_err()
+                .to_string()
                 .contains("auth: field bearerTokenFile: cannot read")
         );
         std::fs::write(dir.path().join("token"), "s3cret\n").unwrap();

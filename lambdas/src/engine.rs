@@ -13,8 +13,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 use crate::builtins::retrain_on_new_data::CommitFact;
-use crate::builtins::{Decision, deploy_if_newer, retrain_if_stale, retrain_on_new_data};
-use crate::config::{Lambda, Route};
+use crate::builtins::{
+    Lambda, Route, Verdict, deploy_if_newer, retrain_if_stale, retrain_on_new_data,
+};
 use crate::mirror::{MirrorState, Synced};
 use crate::sources::{Models, records};
 
@@ -175,7 +176,7 @@ pub fn compute(
     )
 }
 
-fn render(decision: Decision, revision: &str) -> Served {
+fn render(decision: Verdict, revision: &str) -> Served {
     match decision.answer {
         Ok(answer) => Served {
             status: StatusCode::OK,

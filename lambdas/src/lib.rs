@@ -7,25 +7,10 @@ pub mod builtins;
 pub mod check;
 pub mod config;
 pub mod engine;
+mod logging;
 pub mod mirror;
 pub mod server;
 pub mod sources;
-
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`); JSON when `LOG_FORMAT=json`.
-/// Does nothing if the binary already set a subscriber.
-pub(crate) fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = if std::env::var("LOG_FORMAT").is_ok_and(|v| v == "json") {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-}
 
 pub use check::LambdaCheckArgs;
 pub use mirror::MirrorArgs;

@@ -20,7 +20,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use crate::config::{self, Config, Route, SourceConfig};
+use crate::builtins::Route;
+use crate::config::{self, Config, SourceConfig};
 use crate::engine::{self, Answers, ModelInput, error_body};
 use crate::mirror::{self, MirrorMetrics, MirrorState};
 use crate::sources::mlflow::MlflowSource;
@@ -129,7 +130,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text_of))
+        .route("/metrics", get(modelsync_telemetry::metrics_handler))
         .fallback(lambda)
         .with_state(state)
 }
@@ -215,26 +216,6 @@ fn authorized(headers: &HeaderMap, token: Option<&str>) -> bool {
             == 0
 }
 
-/// `/metrics` in the Prometheus text format.
-pub async fn metrics_text_of(State(registry): State<Arc<Registry>>) -> Response {
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &registry) {
-        Ok(()) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
-        )
-            .into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("encoding metrics: {e}\n"),
-        )
-            .into_response(),
-    }
-}
-
 /// `modelsync lambdas`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct LambdasArgs {
@@ -245,8 +226,8 @@ pub struct LambdasArgs {
 
 /// Runs `modelsync lambdas`: checks the configuration, then serves.
 pub fn run(args: LambdasArgs) -> anyhow::Result<()> {
-    crate::init_logging();
-    let config = config::load(&args.config).map_err(anyhow::Error::msg)?;
+    crate::logging::init_logging();
+    let config = config::load(&args.config)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -297,8 +278,7 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
     let models = match &config.models {
         SourceConfig::Records(path) => ModelInput::Records(path.clone()),
         SourceConfig::Mlflow { spec, period } => {
-            let source =
-                MlflowSource::new(spec.clone(), MLFLOW_TIMEOUT).map_err(anyhow::Error::msg)?;
+            let source = MlflowSource::new(spec.clone(), MLFLOW_TIMEOUT)?;
             let (tx, rx) = watch::channel(None);
             let period = *period;
             tokio::spawn(async move {

@@ -18,6 +18,7 @@ fn args(url: &str, expect: Option<bool>) -> LambdaCheckArgs {
         url: url.to_owned(),
         timeout: Duration::from_secs(10),
         bearer_token_file: None,
+        ca_file: None,
         namespace: "default".into(),
         name: "example".into(),
         expect_needs_sync: expect,

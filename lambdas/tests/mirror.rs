@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use modelsync_lambdas::mirror::{self, MirrorMetrics, MirrorState, Outcome, SyncSpec};
+use modelsync_lambdas::mirror::{self, MirrorMetrics, MirrorState, SyncOutcome, SyncSpec};
 use support::{Upstream, git, git_daemon};
 
 fn spec(url: &str, root: &Path, git_ref: &str, depth: u32) -> SyncSpec {
@@ -46,7 +46,7 @@ fn first_sync_then_noop_then_new_commit() {
 
     assert_eq!(
         mirror::sync::sync(&spec).unwrap(),
-        Outcome::Updated {
+        SyncOutcome::Updated {
             hash: first.clone()
         }
     );
@@ -58,7 +58,7 @@ fn first_sync_then_noop_then_new_commit() {
     assert_eq!(fs::read_to_string(link.join("a.txt")).unwrap(), "one");
     assert_eq!(
         mirror::sync::sync(&spec).unwrap(),
-        Outcome::Noop {
+        SyncOutcome::Noop {
             hash: first.clone()
         }
     );
@@ -66,7 +66,7 @@ fn first_sync_then_noop_then_new_commit() {
     let second = up.commit(&[("a.txt", "two")]);
     assert_eq!(
         mirror::sync::sync(&spec).unwrap(),
-        Outcome::Updated {
+        SyncOutcome::Updated {
             hash: second.clone()
         }
     );
@@ -126,7 +126,7 @@ fn force_push_is_followed() {
     let rewritten = up.commit(&[("a.txt", "rewritten")]);
     assert_eq!(
         mirror::sync::sync(&spec).unwrap(),
-        Outcome::Updated { hash: rewritten }
+        SyncOutcome::Updated { hash: rewritten }
     );
     assert_eq!(
         fs::read_to_string(root.path().join("repo/a.txt")).unwrap(),
@@ -217,7 +217,8 @@ async fn a_remote_that_goes_away_keeps_the_last_good_tree() {
 
     let err = mirror::sync_and_publish(&spec, &metrics, &state, None)
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(&url), "the error names the remote: {err}");
     let seen = state_rx.borrow().clone();
     assert_eq!(
@@ -236,7 +237,7 @@ async fn a_remote_that_goes_away_keeps_the_last_good_tree() {
     let outcome = mirror::sync_and_publish(&spec, &metrics, &state, None)
         .await
         .unwrap();
-    assert_eq!(outcome, Outcome::Updated { hash: second });
+    assert_eq!(outcome, SyncOutcome::Updated { hash: second });
     assert!(state_rx.borrow().last_error.is_none());
 
     let mut text = String::new();
@@ -646,7 +647,7 @@ fn new_commits_reuse_unchanged_files_and_never_alter_the_old_tree() {
     );
     assert_eq!(
         mirror::sync::sync(&spec).unwrap(),
-        Outcome::Updated {
+        SyncOutcome::Updated {
             hash: second.clone()
         }
     );

@@ -9,7 +9,7 @@ use common::{Env, Lambda, active_runs, modelsync, ready};
 use k8s_openapi::api::core::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams};
-use modelsync_testenv::tekton::{self, Outcome};
+use modelsync_testenv::tekton::{self, RunEnd};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -120,7 +120,7 @@ async fn a_yes_starts_one_owned_run_and_the_lambda_rests_while_it_runs() {
     assert_eq!(env.runs_of("trainer").await.len(), 1);
 
     // The run succeeds; the lambda still says yes: a second run, the first recorded as success.
-    tekton::finish(&env.client, &env.ns, &run.name_any(), Outcome::Succeeded)
+    tekton::finish(&env.client, &env.ns, &run.name_any(), RunEnd::Succeeded)
         .await
         .unwrap();
     let second = env
@@ -424,12 +424,12 @@ async fn history_limits_keep_the_configured_runs() {
     let lambda = Lambda::start(env.logs.path()).await;
     let _controller = env.controller();
     let outcomes = [
-        Outcome::Succeeded,
-        Outcome::Failed,
-        Outcome::Succeeded,
-        Outcome::Failed,
-        Outcome::Succeeded,
-        Outcome::Succeeded,
+        RunEnd::Succeeded,
+        RunEnd::Failed,
+        RunEnd::Succeeded,
+        RunEnd::Failed,
+        RunEnd::Succeeded,
+        RunEnd::Succeeded,
     ];
     lambda
         .answer(
@@ -611,7 +611,7 @@ async fn killed_at_random_moments_never_two_active_runs_never_an_orphan() {
         if let Some(run) = active.first()
             && rand::random::<bool>()
         {
-            tekton::finish(&env.client, &env.ns, run, Outcome::Succeeded)
+            tekton::finish(&env.client, &env.ns, run, RunEnd::Succeeded)
                 .await
                 .unwrap();
         }
@@ -699,6 +699,39 @@ async fn with_leader_election_one_replica_works_and_another_takes_over() {
         (lambda.calls("l").await >= calls + 2).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_leader_stopped_by_sigterm_releases_the_lease_for_the_next_at_once() {
+    let env = Env::new("release").await;
+    let flags = [
+        "--leader-elect",
+        &format!("--leader-election-namespace={}", env.ns),
+    ];
+    let first = common::Controller::start_with(&env.ns, env.logs.path(), &flags);
+    env.eventually(WAIT, "a leader", || async {
+        first.log().contains("became leader").then_some(())
+    })
+    .await;
+    let second = common::Controller::start_with(&env.ns, env.logs.path(), &flags);
+    env.eventually(WAIT, "the second replica waiting", || async {
+        second.log().contains("another replica leads").then_some(())
+    })
+    .await;
+    // Dropping the first sends it SIGTERM and waits for it to exit.
+    let stopped = std::time::Instant::now();
+    drop(first);
+    env.eventually(WAIT, "the second replica leading", || async {
+        second.log().contains("became leader").then_some(())
+    })
+    .await;
+    // Without the release the second would wait out the whole 15 s lease after the last
+    // renewal it saw.
+    assert!(
+        stopped.elapsed() < Duration::from_secs(12),
+        "took {:?} to take over a released lease",
+        stopped.elapsed()
+    );
 }
 
 #[tokio::test]

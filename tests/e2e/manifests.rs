@@ -50,7 +50,8 @@ fn classify(path: &Path) -> Result<Kind, String> {
         let mut config = docs[0].clone();
         config.as_object_mut().unwrap().remove("auth");
         let text = serde_json::to_string(&config).unwrap();
-        modelsync_lambdas::config::parse(&text, path.parent().unwrap())?;
+        modelsync_lambdas::config::parse(&text, path.parent().unwrap())
+            .map_err(|e| e.to_string())?;
         return Ok(Kind::LambdaConfig);
     }
     if path.parent().is_some_and(|p| p.ends_with("models")) {

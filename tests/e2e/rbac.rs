@@ -18,7 +18,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use manifest_support::{KUBECTL_INSTALL, apply, describe, kustomize, repo_root, require_tool};
 use modelsync_testenv::process::{Guarded, free_port, log_tail};
-use modelsync_testenv::tekton::{self, Outcome};
+use modelsync_testenv::tekton::{self, RunEnd};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -184,7 +184,7 @@ async fn the_controller_runs_with_the_base_rbac_and_nothing_more() {
             .answer("retrain", json!({"needsSync": false, "reason": "fresh"}))
             .await;
         tekton::start(&env.client, &env.ns, &run).await.unwrap();
-        tekton::finish(&env.client, &env.ns, &run, Outcome::Succeeded)
+        tekton::finish(&env.client, &env.ns, &run, RunEnd::Succeeded)
             .await
             .unwrap();
         env.eventually(

@@ -8,8 +8,8 @@ fn at(secs: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_800_000_000 + secs, 0).unwrap()
 }
 
-fn decision(needs_sync: bool, reason: &str) -> Decision {
-    Decision {
+fn decision(needs_sync: bool, reason: &str) -> LambdaDecision {
+    LambdaDecision {
         needs_sync,
         parameters: BTreeMap::new(),
         reason: Some(reason.into()),
@@ -18,7 +18,7 @@ fn decision(needs_sync: bool, reason: &str) -> Decision {
     }
 }
 
-fn obs(phase: Phase, decision: Option<Decision>) -> Observation {
+fn obs(phase: Phase, decision: Option<LambdaDecision>) -> Observation {
     Observation {
         generation: Some(1),
         phase,
@@ -124,7 +124,8 @@ fn errors_are_told_once_and_finished_runs_once() {
         result: RunResult::Succeeded,
         ..running
     };
-    let mut o = obs(Phase::RunStarted("r2".into()), None);
+    let mut o = obs(Phase::RunActive("r2".into()), None);
+    o.run_started = true;
     o.previous_run_now = Some(done.clone());
     o.last_run = Some(RunSummary {
         name: "r2".into(),

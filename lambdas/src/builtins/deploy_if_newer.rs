@@ -4,7 +4,7 @@
 //! No model, or a pin that cannot be read, is an error answer, never a yes with an empty id
 //! (the original controller once deployed a placeholder that way).
 
-use super::Decision;
+use super::Verdict;
 use super::yaml_path::{Locator, lookup};
 use crate::sources::{Models, newest};
 
@@ -23,24 +23,24 @@ pub fn decide(
     pin: &Pin,
     file: &Result<String, String>,
     revision: &str,
-) -> Decision {
+) -> Verdict {
     let models = match models {
         Ok(m) => m,
-        Err(e) => return Decision::error(format!("cannot list models: {e}")),
+        Err(e) => return Verdict::error(format!("cannot list models: {e}")),
     };
     let Some(newest) = newest(models).filter(|m| !m.id.trim().is_empty()) else {
-        return Decision::error("no model to deploy: the model source lists none".into());
+        return Verdict::error("no model to deploy: the model source lists none".into());
     };
     let text = match file {
         Ok(t) => t,
-        Err(e) => return Decision::error(format!("cannot read {} at {revision}: {e}", pin.file)),
+        Err(e) => return Verdict::error(format!("cannot read {} at {revision}: {e}", pin.file)),
     };
     let pinned = match lookup(text, &pin.locator) {
         Ok(v) => v,
-        Err(e) => return Decision::error(format!("{} at {revision}: {e}", pin.file)),
+        Err(e) => return Verdict::error(format!("{} at {revision}: {e}", pin.file)),
     };
     if pinned == newest.id {
-        return Decision::no(
+        return Verdict::no(
             format!(
                 "{} pins the newest model {} at {}",
                 pin.file, newest.id, pin.locator
@@ -48,7 +48,7 @@ pub fn decide(
             revision,
         );
     }
-    Decision::yes(
+    Verdict::yes(
         format!(
             "newest model {} differs from {pinned:?} pinned at {} in {}",
             newest.id, pin.locator, pin.file

@@ -6,19 +6,41 @@ pub mod retrain_if_stale;
 pub mod retrain_on_new_data;
 pub mod yaml_path;
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use modelsync_api::lambda::NeedsSyncAnswer;
 
+use deploy_if_newer::Pin;
+
+/// A path served by a built-in lambda with its settings, as `lambdas.yaml` configures it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub path: String,
+    pub lambda: Lambda,
+}
+
+/// A built-in lambda and its settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lambda {
+    RetrainIfStale { max_age: Duration },
+    RetrainOnNewData { data_path: String },
+    DeployIfNewer(Pin),
+}
+
+/// The names `lambda:` accepts.
+pub const LAMBDAS: [&str; 3] = ["retrain-if-stale", "retrain-on-new-data", "deploy-if-newer"];
+
 /// A built-in lambda's verdict.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Decision {
+pub struct Verdict {
     /// The answer, or why none can be given (served as a non-200 with the message).
     pub answer: Result<NeedsSyncAnswer, String>,
     /// When the answer may change with no new commit and no model change (time passing).
     pub recheck_at: Option<DateTime<Utc>>,
 }
 
-impl Decision {
+impl Verdict {
     fn yes(reason: String, revision: &str) -> Self {
         Self::answer(true, reason, revision)
     }
@@ -28,7 +50,7 @@ impl Decision {
     }
 
     fn answer(needs_sync: bool, reason: String, revision: &str) -> Self {
-        Decision {
+        Verdict {
             answer: Ok(NeedsSyncAnswer {
                 needs_sync,
                 parameters: Default::default(),
@@ -40,7 +62,7 @@ impl Decision {
     }
 
     fn error(message: String) -> Self {
-        Decision {
+        Verdict {
             answer: Err(message),
             recheck_at: None,
         }

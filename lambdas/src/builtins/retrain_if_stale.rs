@@ -4,22 +4,22 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{Decision, human};
+use super::{Verdict, human};
 use crate::sources::{Models, newest};
 
-pub fn decide(models: &Models, max_age: Duration, now: DateTime<Utc>, revision: &str) -> Decision {
+pub fn decide(models: &Models, max_age: Duration, now: DateTime<Utc>, revision: &str) -> Verdict {
     let models = match models {
         Ok(m) => m,
-        Err(e) => return Decision::error(format!("cannot list models: {e}")),
+        Err(e) => return Verdict::error(format!("cannot list models: {e}")),
     };
     let max_age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
     let max_age_text = human(max_age);
     let Some(newest) = newest(models) else {
-        return Decision::yes("no model exists yet".into(), revision);
+        return Verdict::yes("no model exists yet".into(), revision);
     };
     let age = now - newest.created;
     if age > max_age {
-        return Decision::yes(
+        return Verdict::yes(
             format!(
                 "newest model {} is {} old, more than maxAge {max_age_text}",
                 newest.id,
@@ -28,7 +28,7 @@ pub fn decide(models: &Models, max_age: Duration, now: DateTime<Utc>, revision: 
             revision,
         );
     }
-    let mut decision = Decision::no(
+    let mut decision = Verdict::no(
         format!(
             "newest model {} is {} old, within maxAge {max_age_text}",
             newest.id,

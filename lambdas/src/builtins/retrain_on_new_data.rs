@@ -1,7 +1,7 @@
 //! `retrain-on-new-data`: yes when a commit after the one the newest model was trained on
 //! changed the data path.
 
-use super::Decision;
+use super::Verdict;
 use crate::sources::{Models, newest};
 
 /// One commit of the mirrored history, newest first, as the engine reads it.
@@ -20,20 +20,20 @@ pub fn decide(
     history: &Result<Vec<CommitFact>, String>,
     data_path: &str,
     revision: &str,
-) -> Decision {
+) -> Verdict {
     let models = match models {
         Ok(m) => m,
-        Err(e) => return Decision::error(format!("cannot list models: {e}")),
+        Err(e) => return Verdict::error(format!("cannot list models: {e}")),
     };
     let history = match history {
         Ok(h) => h,
-        Err(e) => return Decision::error(format!("cannot read the history of {data_path}: {e}")),
+        Err(e) => return Verdict::error(format!("cannot read the history of {data_path}: {e}")),
     };
     let Some(newest) = newest(models) else {
-        return Decision::yes("no model exists yet".into(), revision).with_param(PARAM, revision);
+        return Verdict::yes("no model exists yet".into(), revision).with_param(PARAM, revision);
     };
     let Some(trained_on) = newest.data_revision.as_deref().filter(|r| !r.is_empty()) else {
-        return Decision::error(format!(
+        return Verdict::error(format!(
             "newest model {} has no dataRevision: record the commit it was trained on",
             newest.id
         ));
@@ -42,11 +42,11 @@ pub fn decide(
     for commit in history {
         if commit.id.starts_with(trained_on) || trained_on.starts_with(&commit.id) {
             return match changed.first() {
-                None => Decision::no(
+                None => Verdict::no(
                     format!("{data_path} has not changed since {trained_on}, which model {} was trained on", newest.id),
                     revision,
                 ),
-                Some(latest) => Decision::yes(
+                Some(latest) => Verdict::yes(
                     format!(
                         "{data_path} changed in {} commit(s) after {trained_on}, which model {} was trained on (latest {latest})",
                         changed.len(),
@@ -61,7 +61,7 @@ pub fn decide(
             changed.push(short(&commit.id));
         }
     }
-    Decision::error(format!(
+    Verdict::error(format!(
         "commit {trained_on}, which model {} was trained on, is not in the {} mirrored commit(s) of the branch: \
          was history rewritten, or is the mirror shallow (set mirror depth: 0)?",
         newest.id,

@@ -12,12 +12,15 @@ use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use git2::{ErrorCode, Index, IndexEntry, IndexTime, ObjectType, Oid, Repository, Tree};
 
-use super::layout::{LayoutError, io_err};
+use super::fs::{
+    FILES_PER_THREAD, LayoutError, MODE_EXECUTABLE, MODE_FILE, MODE_GITLINK, MODE_SYMLINK,
+    MODE_TREE, ensure_dir, io_err, make_dir, stat_ctime, stat_ino, stat_mtime, stat_size,
+};
 use super::parallel;
 use super::prelink::{Prelinked, Previous};
 
@@ -87,22 +90,9 @@ fn tree_has_attributes(repo: &Repository, tree: &Tree<'_>) -> Result<bool, git2:
     Ok(false)
 }
 
-/// Marks a worktree whose files are its commit's blobs byte for byte (checked out with no
-/// filter), so the next worktree may hard-link them. Kept in the worktree's admin folder
-/// (`.git/worktrees/<hash>/`), which git leaves alone.
-pub const PLAIN_MARKER: &str = "modelsync-plain";
-
 /// Deeper trees are refused, as git refuses them (`core.maxTreeDepth`); it also bounds the
 /// recursion of [`Plan::tree`].
 const MAX_DEPTH: usize = 2048;
-
-pub(super) const MODE_TREE: i32 = 0o040000;
-pub(super) const MODE_FILE: i32 = 0o100644;
-pub(super) const MODE_EXECUTABLE: i32 = 0o100755;
-pub(super) const MODE_SYMLINK: i32 = 0o120000;
-pub(super) const MODE_GITLINK: i32 = 0o160000;
-/// Folders as libgit2's checkout makes them; the process's umask applies to both.
-const DIR_PERMISSIONS: u32 = 0o755;
 
 /// Whether `core.symlinks` allows real symbolic links (libgit2 writes them as plain files when
 /// it is false, which [`write_tree`] does not do).
@@ -161,10 +151,6 @@ pub fn write_tree(
     }
     Ok(written)
 }
-
-/// One thread per this many files at least: starting a thread and opening the repository
-/// again cost more than writing a few hundred files.
-pub(super) const FILES_PER_THREAD: usize = 512;
 
 /// Something other than a folder to make in the worktree.
 struct Job {
@@ -341,22 +327,6 @@ fn join(prefix: &[u8], name: &[u8]) -> Result<Vec<u8>, LayoutError> {
     Ok(path)
 }
 
-fn make_dir(path: &Path) -> Result<(), LayoutError> {
-    fs::DirBuilder::new()
-        .mode(DIR_PERMISSIONS)
-        .create(path)
-        .map_err(io_err(path))
-}
-
-/// Makes the folder `path` unless it is one already. Not `create_dir_all`, which would follow
-/// a symlink in the way.
-pub(super) fn ensure_dir(path: &Path) -> Result<(), LayoutError> {
-    match make_dir(path) {
-        Err(_) if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) => Ok(()),
-        result => result,
-    }
-}
-
 /// An index entry with `meta`'s stat data, as git fills it when it checks a file out; the
 /// index keeps only the low 32 bits of inode numbers, sizes and times, as git does.
 fn index_entry(path: Vec<u8>, id: Oid, mode: i32, meta: &fs::Metadata) -> IndexEntry {
@@ -376,22 +346,6 @@ fn index_entry(path: Vec<u8>, id: Oid, mode: i32, meta: &fs::Metadata) -> IndexE
         flags_extended: 0,
         path,
     }
-}
-
-pub(super) fn stat_mtime(meta: &fs::Metadata) -> (i32, u32) {
-    (meta.mtime() as i32, meta.mtime_nsec() as u32)
-}
-
-pub(super) fn stat_ctime(meta: &fs::Metadata) -> (i32, u32) {
-    (meta.ctime() as i32, meta.ctime_nsec() as u32)
-}
-
-pub(super) fn stat_ino(meta: &fs::Metadata) -> u32 {
-    meta.ino() as u32
-}
-
-pub(super) fn stat_size(meta: &fs::Metadata) -> u32 {
-    meta.size() as u32
 }
 
 /// Writes `entries` as the index at `path`, replacing any index there.
@@ -563,7 +517,7 @@ mod tests {
         let written = write_tree(&repo, &tree, &old, None, None).unwrap();
         assert!(written.linked.is_empty());
         write_index(&admin.join("index"), &written.entries).unwrap();
-        fs::write(admin.join(PLAIN_MARKER), "").unwrap();
+        fs::write(admin.join(super::super::fs::PLAIN_MARKER), "").unwrap();
         let previous = Previous::load(old.clone(), &admin).unwrap();
 
         for ahead in [false, true] {

@@ -8,6 +8,8 @@ use std::path::{Component, Path, PathBuf};
 
 use git2::Repository;
 
+pub use super::fs::LayoutError;
+use super::fs::{PLAIN_MARKER, io_err};
 use super::prelink::{self, Prelinked, Previous};
 use super::{checkout, parallel};
 
@@ -154,7 +156,7 @@ pub fn add_worktree(
     let index = admin.join("index");
     checkout::write_index(&index, &written.entries).map_err(LayoutError::Git)?;
     write(
-        &admin.join(checkout::PLAIN_MARKER),
+        &admin.join(PLAIN_MARKER),
         "the files are the blobs unconverted: modelsync mirror may hard-link them\n",
     )?;
     let relinked =
@@ -312,27 +314,6 @@ fn relative_to(from: &Path, to: &Path) -> PathBuf {
 
 fn write(path: &Path, text: &str) -> Result<(), LayoutError> {
     fs::write(path, text).map_err(io_err(path))
-}
-
-pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LayoutError + '_ {
-    move |source| LayoutError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// A failure to lay out a worktree or the link.
-#[derive(Debug, thiserror::Error)]
-pub enum LayoutError {
-    /// A file or folder could not be written, read or removed.
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
-    /// libgit2 could not check the commit out.
-    #[error("checking out: {0}")]
-    Git(git2::Error),
-    /// The commit holds a path that cannot be written safely.
-    #[error("checking out: {0}; fix the commit, or point --ref at another one")]
-    BadTree(String),
 }
 
 #[cfg(test)]

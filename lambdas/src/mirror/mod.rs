@@ -2,6 +2,7 @@
 //! lambda server.
 
 mod checkout;
+mod fs;
 pub mod layout;
 pub mod metrics;
 mod parallel;
@@ -23,7 +24,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 pub use metrics::{MirrorMetrics, SyncStatus};
-pub use sync::{Credentials, Outcome, SyncSpec};
+pub use sync::{Credentials, SyncError, SyncOutcome, SyncSpec};
 
 /// The published tree, as readers see it through the link.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,19 +68,19 @@ pub async fn sync_and_publish(
     metrics: &MirrorMetrics,
     state: &watch::Sender<MirrorState>,
     webhook: Option<&watch::Sender<Option<String>>>,
-) -> Result<Outcome, String> {
+) -> Result<SyncOutcome, SyncError> {
     let started = Instant::now();
     let job = spec.clone();
     let result = tokio::task::spawn_blocking(move || sync::sync(&job))
         .await
-        .map_err(|e| format!("sync task failed: {e}"))
-        .and_then(|r| r.map_err(|e| e.to_string()));
+        .map_err(SyncError::Task)
+        .and_then(|r| r);
     let seconds = started.elapsed().as_secs_f64();
     let repo = sync::redact(&spec.repo);
     match &result {
         Ok(outcome) => {
             let hash = outcome.hash().to_owned();
-            let changed = matches!(outcome, Outcome::Updated { .. });
+            let changed = matches!(outcome, SyncOutcome::Updated { .. });
             metrics.observe(
                 if changed {
                     SyncStatus::Success
@@ -103,12 +104,12 @@ pub async fn sync_and_publish(
                 s.synced = Some(Synced { hash, worktree });
             });
         }
-        Err(message) => {
+        Err(error) => {
             metrics.observe(SyncStatus::Error, seconds);
-            tracing::warn!(%repo, git_ref = %spec.git_ref, error = %message, "sync failed; still serving the last good tree");
+            tracing::warn!(%repo, git_ref = %spec.git_ref, %error, "sync failed; still serving the last good tree");
             state.send_modify(|s| {
                 s.attempts += 1;
-                s.last_error = Some(message.clone());
+                s.last_error = Some(error.to_string());
             });
         }
     }
@@ -197,7 +198,7 @@ fn default_link(repo: &str) -> Option<PathBuf> {
 
 /// Runs `modelsync mirror`.
 pub fn run(args: MirrorArgs) -> anyhow::Result<()> {
-    crate::init_logging();
+    crate::logging::init_logging();
     let spec = args.spec()?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
@@ -206,9 +207,7 @@ pub fn run(args: MirrorArgs) -> anyhow::Result<()> {
         let (state, state_rx) = watch::channel(MirrorState::default());
         let webhook = args.webhook_url.clone().map(webhook::spawn);
         if args.one_time {
-            sync_and_publish(&spec, &metrics, &state, webhook.as_ref())
-                .await
-                .map_err(|e| anyhow::anyhow!(e))?;
+            sync_and_publish(&spec, &metrics, &state, webhook.as_ref()).await?;
             return Ok(());
         }
         if let Some(addr) = args.http_bind {
@@ -237,7 +236,7 @@ struct HttpState {
 pub fn http_app(mirror: watch::Receiver<MirrorState>, registry: Arc<Registry>) -> Router {
     Router::new()
         .route("/", get(root))
-        .route("/metrics", get(crate::server::metrics_text_of))
+        .route("/metrics", get(modelsync_telemetry::metrics_handler))
         .with_state(HttpState { mirror, registry })
 }
 

@@ -16,8 +16,10 @@ use std::path::{Path, PathBuf};
 
 use git2::{Index, Oid};
 
-use super::checkout::{self, FILES_PER_THREAD, PLAIN_MARKER};
-use super::layout::{LayoutError, io_err};
+use super::fs::{
+    FILES_PER_THREAD, LayoutError, MODE_EXECUTABLE, MODE_FILE, PLAIN_MARKER, ensure_dir, io_err,
+    stat_ino, stat_mtime, stat_size,
+};
 use super::parallel;
 
 /// The files of the published worktree, as its index records them.
@@ -86,16 +88,13 @@ impl Recorded {
     /// size and modification time. Not the change time: linking changes it.
     fn is(&self, meta: &fs::Metadata) -> bool {
         meta.file_type().is_file()
-            && checkout::stat_ino(meta) == self.ino
-            && checkout::stat_size(meta) == self.size
-            && checkout::stat_mtime(meta) == self.mtime
+            && stat_ino(meta) == self.ino
+            && stat_size(meta) == self.size
+            && stat_mtime(meta) == self.mtime
     }
 
     fn is_regular_file(&self) -> bool {
-        matches!(
-            self.mode as i32,
-            checkout::MODE_FILE | checkout::MODE_EXECUTABLE
-        )
+        matches!(self.mode as i32, MODE_FILE | MODE_EXECUTABLE)
     }
 }
 
@@ -175,7 +174,7 @@ fn make_parents(dest: &Path, rel: &[u8], made: &mut HashSet<Vec<u8>>) -> Result<
     for (end, _) in slashes {
         let dir = &rel[..end];
         if !made.contains(dir) {
-            checkout::ensure_dir(&dest.join(OsStr::from_bytes(dir)))?;
+            ensure_dir(&dest.join(OsStr::from_bytes(dir)))?;
             made.insert(dir.to_vec());
         }
     }

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use git2::{Cred, CredentialType, Direction, FetchOptions, Oid, RemoteCallbacks, Repository};
 
-use super::layout::{self, LayoutError};
+use super::fs::LayoutError;
+use super::layout;
 
 /// Where the fetched commit is kept, so it survives until the next sync replaces it.
 const SYNC_REF: &str = "refs/modelsync/sync";
@@ -36,17 +37,17 @@ pub struct Credentials {
 
 /// What a sync did.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum SyncOutcome {
     /// The link already pointed at the remote's commit.
     Noop { hash: String },
     /// The link now points at a new commit.
     Updated { hash: String },
 }
 
-impl Outcome {
+impl SyncOutcome {
     pub fn hash(&self) -> &str {
         match self {
-            Outcome::Noop { hash } | Outcome::Updated { hash } => hash,
+            SyncOutcome::Noop { hash } | SyncOutcome::Updated { hash } => hash,
         }
     }
 }
@@ -79,10 +80,13 @@ pub enum SyncError {
     },
     #[error("laying out the worktree: {0}")]
     Layout(#[from] LayoutError),
+    /// The blocking sync task panicked or was cancelled.
+    #[error("sync task failed: {0}")]
+    Task(tokio::task::JoinError),
 }
 
 /// Runs one sync.
-pub fn sync(spec: &SyncSpec) -> Result<Outcome, SyncError> {
+pub fn sync(spec: &SyncSpec) -> Result<SyncOutcome, SyncError> {
     let repo = open_root(&spec.root)?;
     let shown = redact(&spec.repo);
     let git = |step: &'static str| {
@@ -123,7 +127,7 @@ pub fn sync(spec: &SyncSpec) -> Result<Outcome, SyncError> {
     if let Target::Advertised { oid, .. } = &target
         && current.as_deref() == Some(oid.to_string().as_str())
     {
-        return Ok(Outcome::Noop {
+        return Ok(SyncOutcome::Noop {
             hash: oid.to_string(),
         });
     }
@@ -169,7 +173,7 @@ pub fn sync(spec: &SyncSpec) -> Result<Outcome, SyncError> {
     let hash = commit.to_string();
     if current.as_deref() == Some(hash.as_str()) {
         discard(&spec.root, prepared)?;
-        return Ok(Outcome::Noop { hash });
+        return Ok(SyncOutcome::Noop { hash });
     }
     repo.reference(SYNC_REF, commit, true, "modelsync mirror")
         .map_err(git("recording the commit of"))?;
@@ -177,7 +181,7 @@ pub fn sync(spec: &SyncSpec) -> Result<Outcome, SyncError> {
     layout::publish(&spec.root, &spec.link, &worktree.path)?;
     layout::remove_stale(&spec.root, &hash)?;
     worktree.refresh_index()?;
-    Ok(Outcome::Updated { hash })
+    Ok(SyncOutcome::Updated { hash })
 }
 
 fn discard(root: &Path, prepared: Option<layout::Prepared>) -> Result<(), LayoutError> {

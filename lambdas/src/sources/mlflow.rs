@@ -56,6 +56,11 @@ struct AliasAnswer {
     model_version: Version,
 }
 
+/// The HTTP client for MLflow could not be built (the TLS backend failed to start).
+#[derive(Debug, thiserror::Error)]
+#[error("building the MLflow HTTP client: {0}")]
+pub struct ClientError(reqwest::Error);
+
 /// Reads MLflow with its own HTTP client and deadline.
 #[derive(Clone, Debug)]
 pub struct MlflowSource {
@@ -64,11 +69,11 @@ pub struct MlflowSource {
 }
 
 impl MlflowSource {
-    pub fn new(spec: MlflowSpec, timeout: Duration) -> Result<Self, String> {
+    pub fn new(spec: MlflowSpec, timeout: Duration) -> Result<Self, ClientError> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .build()
-            .map_err(|e| format!("building the MLflow HTTP client: {e}"))?;
+            .map_err(ClientError)?;
         Ok(MlflowSource { spec, client })
     }
 

@@ -19,4 +19,4 @@ pub mod yaml_doc;
 pub mod yaml_edit;
 
 pub use args::BumpPrArgs;
-pub use run::{Outcome, Status, main, run};
+pub use run::{BumpOutcome, Status, main, run};

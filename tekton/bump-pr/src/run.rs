@@ -41,7 +41,7 @@ impl Status {
 }
 
 #[derive(Clone, Debug)]
-pub struct Outcome {
+pub struct BumpOutcome {
     pub status: Status,
     /// The commit the branch points at after the run.
     pub commit: Option<String>,
@@ -49,7 +49,7 @@ pub struct Outcome {
 }
 
 /// Runs the bump and prints what happened to `out`.
-pub async fn run(args: &BumpPrArgs, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+pub async fn run(args: &BumpPrArgs, out: &mut dyn Write) -> anyhow::Result<BumpOutcome> {
     refuse_credentials_in_url(&args.repo)?;
     let file = git::repo_path(&args.file).map_err(|e| anyhow!(e))?;
     let changes = args.changes()?;
@@ -115,7 +115,7 @@ pub async fn run(args: &BumpPrArgs, out: &mut dyn Write) -> anyhow::Result<Outco
             "already up to date: {file} on {} already pins {model}; nothing to commit, push or open",
             args.base
         )?;
-        let outcome = Outcome {
+        let outcome = BumpOutcome {
             status: Status::UpToDate,
             commit: None,
             pull_request: None,
@@ -154,7 +154,7 @@ pub async fn run(args: &BumpPrArgs, out: &mut dyn Write) -> anyhow::Result<Outco
             args.base,
             pr_body(&user_body, &facts, &[])
         )?;
-        return Ok(Outcome {
+        return Ok(BumpOutcome {
             status: Status::DryRun,
             commit: Some(commit.to_string()),
             pull_request: None,
@@ -198,7 +198,7 @@ pub async fn run(args: &BumpPrArgs, out: &mut dyn Write) -> anyhow::Result<Outco
         _ => writeln!(out, "pull request #{} already matches", pr.number)?,
     }
     writeln!(out, "{}", pr.url)?;
-    let outcome = Outcome {
+    let outcome = BumpOutcome {
         status,
         commit: Some(pushed.to_string()),
         pull_request: Some(pr),
@@ -306,7 +306,7 @@ fn prepare_work_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Writes Tekton result files, so the run records what it did.
-fn write_results(dir: Option<&Path>, outcome: &Outcome) -> anyhow::Result<()> {
+fn write_results(dir: Option<&Path>, outcome: &BumpOutcome) -> anyhow::Result<()> {
     let Some(dir) = dir else { return Ok(()) };
     let write = |name: &str, value: &str| {
         std::fs::write(dir.join(name), value)

@@ -8,7 +8,7 @@ use modelsync_bump_pr::{Status, run};
 
 async fn bump(
     args: &modelsync_bump_pr::BumpPrArgs,
-) -> (anyhow::Result<modelsync_bump_pr::Outcome>, String) {
+) -> (anyhow::Result<modelsync_bump_pr::BumpOutcome>, String) {
     let mut out = Vec::new();
     let result = run(args, &mut out).await;
     (result, String::from_utf8(out).unwrap())

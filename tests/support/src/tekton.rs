@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 /// How a run ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum RunEnd {
     Succeeded,
     Failed,
     /// What Tekton reports after `spec.status: Cancelled`.
@@ -53,7 +53,7 @@ pub async fn finish(
     client: &kube::Client,
     namespace: &str,
     name: &str,
-    outcome: Outcome,
+    outcome: RunEnd,
 ) -> Result<()> {
     let api = pipelineruns(client, namespace);
     let run = api
@@ -70,19 +70,19 @@ pub async fn finish(
 
 /// The `status` of a run that started at `start` and ended with `outcome` at `end` (RFC 3339),
 /// as Tekton writes it.
-pub fn ended(outcome: Outcome, start: &str, end: &str) -> Value {
+pub fn ended(outcome: RunEnd, start: &str, end: &str) -> Value {
     let (status, reason, message) = match outcome {
-        Outcome::Succeeded => (
+        RunEnd::Succeeded => (
             "True",
             "Succeeded",
             "Tasks Completed: 1 (Failed: 0, Cancelled 0), Skipped: 0",
         ),
-        Outcome::Failed => (
+        RunEnd::Failed => (
             "False",
             "Failed",
             "Tasks Completed: 1 (Failed: 1, Cancelled 0), Skipped: 0",
         ),
-        Outcome::Cancelled => ("False", "Cancelled", "PipelineRun was cancelled"),
+        RunEnd::Cancelled => ("False", "Cancelled", "PipelineRun was cancelled"),
     };
     json!({
         "startTime": start,

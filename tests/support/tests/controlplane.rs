@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, DynamicObject, ObjectMeta, PostParams};
 use kube::{Api, Resource};
-use modelsync_testenv::tekton::{self, Outcome};
+use modelsync_testenv::tekton::{self, RunEnd};
 use serde_json::json;
 
 fn pipelinerun(name: &str, spec: serde_json::Value) -> DynamicObject {
@@ -146,10 +146,10 @@ async fn tekton_stand_in_drives_runs_to_success_and_failure() {
         assert!(running.data["status"]["completionTime"].is_null());
     }
 
-    tekton::finish(&client, &ns, "passes", Outcome::Succeeded)
+    tekton::finish(&client, &ns, "passes", RunEnd::Succeeded)
         .await
         .unwrap();
-    tekton::finish(&client, &ns, "fails", Outcome::Failed)
+    tekton::finish(&client, &ns, "fails", RunEnd::Failed)
         .await
         .unwrap();
     let passed = runs.get("passes").await.unwrap();

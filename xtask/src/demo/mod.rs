@@ -19,8 +19,11 @@ use kube::api::{Api, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{CustomResourceExt, ResourceExt};
 use modelsync_api::ModelSync;
+use modelsync_api::modelsync::{
+    ANNOTATION_PARAMETERS, ANNOTATION_REASON, ANNOTATION_REVISION, LABEL_NAME,
+};
 use modelsync_testenv::process::{Guarded, free_port, log_tail};
-use modelsync_testenv::tekton::{self, Outcome};
+use modelsync_testenv::tekton::{self, RunEnd};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -338,15 +341,15 @@ routes:
                 Ok(watcher::Event::Apply(run) | watcher::Event::InitApply(run)) => {
                     let name = run.name_any();
                     if seen_runs.insert(name.clone()) {
-                        let owner = run.labels().get("modelsync.dev/name").cloned().unwrap_or_default();
+                        let owner = run.labels().get(LABEL_NAME).cloned().unwrap_or_default();
                         // The decision that made the run is recorded on it: tell it first.
                         let note = |k: &str| run.annotations().get(k).cloned().unwrap_or_default();
-                        let params = note("modelsync.dev/parameters");
+                        let params = note(ANNOTATION_PARAMETERS);
                         let params = if params.is_empty() || params == "{}" { String::new() } else { format!(" {params}") };
                         say.say(&owner, format!(
                             "lambda says YES{params}: {} [commit {}]",
-                            note("modelsync.dev/reason"),
-                            note("modelsync.dev/revision")
+                            note(ANNOTATION_REASON),
+                            note(ANNOTATION_REVISION)
                         ));
                         say.say(&owner, format!("controller created PipelineRun {name} (pipeline {}{})",
                             run.data["spec"]["pipelineRef"]["name"].as_str().unwrap_or("?"),
@@ -362,7 +365,7 @@ routes:
                 Ok(watcher::Event::Delete(run)) => {
                     let name = run.name_any();
                     say.say("gc", format!("controller collected old run {name} (history limit 1)"));
-                    if run.labels().get("modelsync.dev/name").map(String::as_str) == Some("deployer") {
+                    if run.labels().get(LABEL_NAME).map(String::as_str) == Some("deployer") {
                         progress.deploy_run_collected = true;
                     }
                 }
@@ -628,7 +631,7 @@ impl Player<'_> {
                 format!("{name}: pipeline {other} has no demo play; succeeding it"),
             ),
         }
-        tekton::finish(&self.client, NS, &name, Outcome::Succeeded).await?;
+        tekton::finish(&self.client, NS, &name, RunEnd::Succeeded).await?;
         self.say.say("tekton*", format!("{name} Succeeded"));
         Ok(notes)
     }

@@ -1,0 +1,111 @@
+//! The two watches a controller runs on: PipelineRuns carrying `modelsync.dev/name` (feeding
+//! the [`RunIndex`] and waking their ModelSync) and ModelSyncs (cached, trimmed, and forgotten
+//! by the schedule when deleted), and the check at start-up that their CRDs are installed.
+
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use futures::{Stream, StreamExt};
+use kube::api::ListParams;
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::Store;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, Client, ResourceExt};
+use modelsync_api::modelsync::LABEL_NAME;
+use modelsync_api::{ModelSync, PipelineRun};
+
+use crate::context::Context;
+use crate::run_index::RunIndex;
+
+/// The annotation `kubectl apply` keeps its copy of the whole applied object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The APIs to watch: one namespace, or all.
+pub fn apis(client: &Client, namespace: Option<&str>) -> (Api<ModelSync>, Api<PipelineRun>) {
+    match namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    }
+}
+
+/// Runs labelled for a ModelSync, applied to `index` as they come.
+pub fn runs(
+    api: Api<PipelineRun>,
+    index: RunIndex,
+) -> impl Stream<Item = Result<PipelineRun, watcher::Error>> + Send + 'static {
+    watcher(api, watcher::Config::default().labels(LABEL_NAME))
+        .default_backoff()
+        .inspect(move |ev| {
+            if let Ok(ev) = ev {
+                index.apply(ev);
+            }
+        })
+        .touched_objects()
+}
+
+/// The controller over a ModelSync watch of our own (rather than `Controller::new`'s), so a
+/// deleted ModelSync's schedule entry is forgotten: the reconciler is never called for an
+/// object that is gone. Returns the cache too, to tell when its first list is in.
+pub fn controller(
+    api: Api<ModelSync>,
+    runs: impl Stream<Item = Result<PipelineRun, watcher::Error>> + Send + 'static,
+    ctx: Arc<Context>,
+) -> (Controller<ModelSync>, Store<ModelSync>) {
+    let (store, writer) = reflector::store::<ModelSync>();
+    let modelsyncs = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        // The cache keeps only what passes read: managed fields and kubectl's copy of the last
+        // applied object would more than double each cached ModelSync.
+        .modify(|ms| {
+            ms.managed_fields_mut().clear();
+            ms.annotations_mut().remove(LAST_APPLIED);
+        })
+        .reflect(writer)
+        .inspect(move |ev| {
+            if let Ok(watcher::Event::Delete(ms)) = ev
+                && let Some(uid) = ms.uid()
+            {
+                ctx.forget(&uid);
+            }
+        })
+        .touched_objects()
+        .filter_map(|ev| async move {
+            // Deletions need no pass; the schedule entry was dropped above.
+            match ev {
+                Ok(ms) if ms.metadata.deletion_timestamp.is_none() => Some(Ok(ms)),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            }
+        });
+    let controller = Controller::for_stream(modelsyncs, store.clone()).owns_stream(runs);
+    (controller, store)
+}
+
+/// Fails with a message saying what to install when the CRDs this controller needs are missing.
+pub async fn check_crds(client: &Client, namespace: Option<&str>) -> Result<()> {
+    let lp = ListParams::default().limit(1);
+    let (modelsyncs, runs) = apis(client, namespace);
+    match modelsyncs.list_metadata(&lp).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => bail!(
+            "the ModelSync CRD (modelsyncs.modelsync.dev) is not installed in this cluster: \
+             install it with `modelsync crd | kubectl apply -f -` or `kubectl apply -k kustomize/base`"
+        ),
+        Err(e) => return Err(e).context(
+            "listing ModelSyncs (is the cluster reachable, and may this identity list modelsyncs?)",
+        ),
+    }
+    match runs.list_metadata(&lp).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => bail!(
+            "Tekton Pipelines is not installed (no pipelineruns.tekton.dev/v1): install Tekton \
+             Pipelines v0.59 or newer before starting modelsync"
+        ),
+        Err(e) => {
+            Err(e).context("listing PipelineRuns (may this identity list pipelineruns.tekton.dev?)")
+        }
+    }
+}
