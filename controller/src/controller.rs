@@ -113,14 +113,13 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
         Recorder::new(client.clone(), reporter),
         metrics.clone(),
     ));
-    let (controller, store) = watches::controller(
+    let (controller, listed) = watches::controller(
         modelsyncs,
         watches::runs(runs_api, index.clone()),
         ctx.clone(),
     );
     let readiness = tokio::spawn(async move {
-        let _ = store.wait_until_ready().await;
-        while !index.ready() {
+        while !(listed.load(Ordering::Acquire) && index.ready()) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         ready.store(true, Ordering::Release);

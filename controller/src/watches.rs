@@ -3,12 +3,12 @@
 //! by the schedule when deleted), and the check at start-up that their CRDs are installed.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context as _, Result, bail};
 use futures::{Stream, StreamExt};
 use kube::api::ListParams;
 use kube::runtime::controller::Controller;
-use kube::runtime::reflector::Store;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use modelsync_api::modelsync::LABEL_NAME;
@@ -48,13 +48,19 @@ pub fn runs(
 
 /// The controller over a ModelSync watch of our own (rather than `Controller::new`'s), so a
 /// deleted ModelSync's schedule entry is forgotten: the reconciler is never called for an
-/// object that is gone. Returns the cache too, to tell when its first list is in.
+/// object that is gone. Returns a flag set once the first list of ModelSyncs is in.
+///
+/// The flag is ours rather than the cache's `wait_until_ready`: that future wakes only the
+/// last task that polled it, and the controller's own runner polls it too, so a second waiter
+/// could sleep forever (a fresh install's /readyz stayed 503).
 pub fn controller(
     api: Api<ModelSync>,
     runs: impl Stream<Item = Result<PipelineRun, watcher::Error>> + Send + 'static,
     ctx: Arc<Context>,
-) -> (Controller<ModelSync>, Store<ModelSync>) {
+) -> (Controller<ModelSync>, Arc<AtomicBool>) {
     let (store, writer) = reflector::store::<ModelSync>();
+    let listed = Arc::new(AtomicBool::new(false));
+    let mark_listed = listed.clone();
     let modelsyncs = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         // The cache keeps only what passes read: managed fields and kubectl's copy of the last
@@ -64,12 +70,14 @@ pub fn controller(
             ms.annotations_mut().remove(LAST_APPLIED);
         })
         .reflect(writer)
-        .inspect(move |ev| {
-            if let Ok(watcher::Event::Delete(ms)) = ev
-                && let Some(uid) = ms.uid()
-            {
-                ctx.forget(&uid);
+        .inspect(move |ev| match ev {
+            Ok(watcher::Event::Delete(ms)) => {
+                if let Some(uid) = ms.uid() {
+                    ctx.forget(&uid);
+                }
             }
+            Ok(watcher::Event::InitDone) => mark_listed.store(true, Ordering::Release),
+            _ => {}
         })
         .touched_objects()
         .filter_map(|ev| async move {
@@ -80,8 +88,8 @@ pub fn controller(
                 Err(e) => Some(Err(e)),
             }
         });
-    let controller = Controller::for_stream(modelsyncs, store.clone()).owns_stream(runs);
-    (controller, store)
+    let controller = Controller::for_stream(modelsyncs, store).owns_stream(runs);
+    (controller, listed)
 }
 
 /// Fails with a message saying what to install when the CRDs this controller needs are missing.

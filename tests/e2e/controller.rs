@@ -803,3 +803,39 @@ async fn the_api_server_enforces_the_modelsync_schema() {
         modelsync_api::modelsync::ConcurrencyPolicy::Forbid
     );
 }
+
+/// A fresh install has no ModelSync and no run: it must still become Ready, or its Deployment
+/// never turns Available. Then a ModelSync arriving keeps it Ready.
+#[tokio::test]
+async fn readyz_turns_ready_after_the_first_lists_even_with_nothing_to_watch() {
+    let env = Env::new("e2e-readyz").await;
+    let controller = env.controller();
+    let http = reqwest::Client::new();
+    let readyz = format!("{}/readyz", controller.admin_url());
+    let status = || async {
+        http.get(&readyz)
+            .send()
+            .await
+            .ok()
+            .map(|r| r.status().as_u16())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while status().await != Some(200) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz not 200 within 30s with nothing to watch (last: {:?})\n{}",
+            status().await,
+            controller.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lambda = Lambda::start(env.logs.path()).await;
+    lambda.answer("idle", json!({"needsSync": false})).await;
+    env.apply(modelsync("quiet", &lambda.url("idle"), json!({})))
+        .await;
+    env.eventually(Duration::from_secs(20), "a decision", || async {
+        env.get("quiet").await.status?.last_decision
+    })
+    .await;
+    assert_eq!(status().await, Some(200));
+}

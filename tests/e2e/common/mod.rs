@@ -154,6 +154,14 @@ impl Controller {
         c
     }
 
+    /// `http://127.0.0.1:<port>`: its `/metrics`, `/healthz` and `/readyz`.
+    pub fn admin_url(&self) -> String {
+        format!(
+            "http://{}",
+            self.marker.trim_start_matches("--metrics-addr=")
+        )
+    }
+
     /// Starts the process again (after [`Controller::kill9`]).
     pub fn restart(&mut self) {
         let cp = control_plane();
