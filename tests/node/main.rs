@@ -153,17 +153,19 @@ async fn install_runs_controller_and_lambdas_as_ready_non_root_pods() {
 
     // Least privilege, asked of the API server as the controller's service account.
     let sa = "system:serviceaccount:modelsync:modelsync-controller";
-    let can = |verb: &str, resource: &str| {
+    let can_sub = |verb: &str, resource: &str, subresource: Option<&str>| {
         let out = std::process::Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(&s.kubeconfig)
             .args(["auth", "can-i", verb, resource, "-A", "--as", sa])
+            .args(subresource.map(|s| format!("--subresource={s}")))
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).trim() == "yes"
     };
+    let can = |verb: &str, resource: &str| can_sub(verb, resource, None);
     assert!(can("create", "pipelineruns.tekton.dev"));
-    assert!(can("patch", "modelsyncs.modelsync.dev/status"));
+    assert!(can_sub("patch", "modelsyncs.modelsync.dev", Some("status")));
     assert!(
         !can("get", "secrets"),
         "the controller must not read Secrets"
@@ -182,7 +184,8 @@ async fn label_bot_trains_a_model_opens_a_pr_and_goes_idle_after_the_merge() {
     let client = client(s).await;
     let lb = &s.labelbot;
     let context = || describe(&s.kubeconfig, NAMESPACE);
-    let models_before = lb.models().unwrap();
+    // The trainer starts as soon as the stage is set, maybe before this test gets its turn.
+    let models_before = lb.seeded_models.clone();
 
     // The trainer's lambda finds the newest model days old: a real training run.
     let trainer_run = eventually(
@@ -367,6 +370,15 @@ fn work_modelsync(name: &str, url: &str, extra: Value) -> Value {
     body
 }
 
+/// A "yes" for the `work` Pipeline: every mapped parameter must be in it (a missing one is an
+/// invalid answer, never a run with the template's default).
+fn work(seconds: &str, exit_code: &str, tag: &str) -> Value {
+    json!({
+        "needsSync": true,
+        "parameters": {"seconds": seconds, "exit-code": exit_code, "tag": tag},
+    })
+}
+
 async fn apply(client: &Client, ns: &str, body: Value) {
     let name = body["metadata"]["name"].as_str().unwrap().to_owned();
     Api::<ModelSync>::namespaced(client.clone(), ns)
@@ -403,12 +415,7 @@ async fn replace_cancels_the_running_pipelinerun_and_tekton_reports_it_cancelled
     let logs = tempfile::tempdir().unwrap();
     let lambda = Lambda::start_on(logs.path(), s.bridge_ip).await;
     let context = || describe(&s.kubeconfig, &ns);
-    lambda
-        .answer(
-            "replace",
-            json!({"needsSync": true, "parameters": {"seconds": "300", "tag": "a"}}),
-        )
-        .await;
+    lambda.answer("replace", work("300", "0", "a")).await;
     apply(
         &client,
         &ns,
@@ -436,12 +443,7 @@ async fn replace_cancels_the_running_pipelinerun_and_tekton_reports_it_cancelled
     .await;
 
     // New parameters: the controller cancels the real run and starts the next one.
-    lambda
-        .answer(
-            "replace",
-            json!({"needsSync": true, "parameters": {"seconds": "0", "tag": "b"}}),
-        )
-        .await;
+    lambda.answer("replace", work("0", "0", "b")).await;
     let reason = eventually(
         Duration::from_secs(120),
         &format!("{first} to end"),
@@ -491,12 +493,7 @@ async fn history_gc_deletes_real_runs_with_their_taskruns_and_pods() {
     let logs = tempfile::tempdir().unwrap();
     let lambda = Lambda::start_on(logs.path(), s.bridge_ip).await;
     let context = || describe(&s.kubeconfig, &ns);
-    lambda
-        .answer(
-            "gc",
-            json!({"needsSync": true, "parameters": {"tag": "again"}}),
-        )
-        .await;
+    lambda.answer("gc", work("0", "0", "again")).await;
     let applied = Instant::now();
     apply(
         &client,
@@ -593,12 +590,7 @@ async fn a_failing_step_fails_the_run_the_modelsync_reports_it_and_kubectl_logs_
     let logs = tempfile::tempdir().unwrap();
     let lambda = Lambda::start_on(logs.path(), s.bridge_ip).await;
     let context = || describe(&s.kubeconfig, &ns);
-    lambda
-        .answer(
-            "fail",
-            json!({"needsSync": true, "parameters": {"exit-code": "3", "tag": "broken"}}),
-        )
-        .await;
+    lambda.answer("fail", work("0", "3", "broken")).await;
     apply(
         &client,
         &ns,

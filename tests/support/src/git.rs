@@ -37,6 +37,19 @@ pub fn git(dir: &Path, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The `+` and `-` lines of a unified diff, without its file headers: the change as a reviewer
+/// reads it.
+pub fn changed_lines(diff: &str) -> String {
+    diff.lines()
+        .filter(|l| {
+            (l.starts_with('+') || l.starts_with('-'))
+                && !l.starts_with("+++")
+                && !l.starts_with("---")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// `git daemon` serving every repository under a folder. It runs under the process guard, so
 /// it stops when this is dropped or when the test process dies.
 pub struct GitDaemon {

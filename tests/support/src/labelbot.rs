@@ -12,7 +12,7 @@ use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::git::{GitDaemon, git};
+use crate::git::{GitDaemon, changed_lines, git};
 use crate::github::GitHub;
 use crate::kubectl::{kubectl, relative_path};
 use crate::tekton::{pipelineruns, succeeded_condition};
@@ -43,6 +43,8 @@ pub struct LabelBot {
     pub repo_url: String,
     /// The bare repository on disk.
     pub bare: PathBuf,
+    /// The model records the repository was seeded with (from `examples/gitops-repo`).
+    pub seeded_models: Vec<String>,
     work: PathBuf,
     _daemon: GitDaemon,
     _dir: tempfile::TempDir,
@@ -160,16 +162,19 @@ impl LabelBot {
         say(&format!(
             "applied examples/label-bot trainer and deployer (lambdas at {lambdas}, the Service's ClusterIP)"
         ));
-        Ok(LabelBot {
+        let mut lb = LabelBot {
             kubeconfig: kubeconfig.to_owned(),
             github,
             github_api,
             repo_url,
             bare,
+            seeded_models: Vec::new(),
             work,
             _daemon: daemon,
             _dir: dir,
-        })
+        };
+        lb.seeded_models = lb.models()?;
+        Ok(lb)
     }
 
     /// The model ids recorded under `models/` on main, oldest first by name.
@@ -247,15 +252,7 @@ impl LabelBot {
                 PIN_FILE,
             ],
         )?;
-        Ok(diff
-            .lines()
-            .filter(|l| {
-                (l.starts_with('+') || l.starts_with('-'))
-                    && !l.starts_with("+++")
-                    && !l.starts_with("---")
-            })
-            .collect::<Vec<_>>()
-            .join("\n"))
+        Ok(changed_lines(&diff))
     }
 
     fn sync(&self) -> Result<()> {

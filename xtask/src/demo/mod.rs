@@ -341,19 +341,7 @@ routes:
                 Ok(watcher::Event::Apply(run) | watcher::Event::InitApply(run)) => {
                     let name = run.name_any();
                     if seen_runs.insert(name.clone()) {
-                        let owner = run.labels().get(LABEL_NAME).cloned().unwrap_or_default();
-                        // The decision that made the run is recorded on it: tell it first.
-                        let note = |k: &str| run.annotations().get(k).cloned().unwrap_or_default();
-                        let params = note(ANNOTATION_PARAMETERS);
-                        let params = if params.is_empty() || params == "{}" { String::new() } else { format!(" {params}") };
-                        say.say(&owner, format!(
-                            "lambda says YES{params}: {} [commit {}]",
-                            note(ANNOTATION_REASON),
-                            note(ANNOTATION_REVISION)
-                        ));
-                        say.say(&owner, format!("controller created PipelineRun {name} (pipeline {}{})",
-                            run.data["spec"]["pipelineRef"]["name"].as_str().unwrap_or("?"),
-                            params_text(&run.data)));
+                        narrate_new_run(say, &run);
                         let tx = notes_tx.clone();
                         let outcome = play.play(&run).await;
                         match outcome {
@@ -443,6 +431,37 @@ routes:
     );
     std::future::pending::<()>().await;
     Ok(())
+}
+
+/// Tells the decision recorded on a new run (its annotations), then the run itself.
+fn narrate_new_run(say: Narrator, run: &DynamicObject) {
+    let owner = run.labels().get(LABEL_NAME).cloned().unwrap_or_default();
+    let note = |k: &str| run.annotations().get(k).cloned().unwrap_or_default();
+    let params = note(ANNOTATION_PARAMETERS);
+    let params = if params.is_empty() || params == "{}" {
+        String::new()
+    } else {
+        format!(" {params}")
+    };
+    say.say(
+        &owner,
+        format!(
+            "lambda says YES{params}: {} [commit {}]",
+            note(ANNOTATION_REASON),
+            note(ANNOTATION_REVISION)
+        ),
+    );
+    say.say(
+        &owner,
+        format!(
+            "controller created PipelineRun {} (pipeline {}{})",
+            run.name_any(),
+            run.data["spec"]["pipelineRef"]["name"]
+                .as_str()
+                .unwrap_or("?"),
+            params_text(&run.data)
+        ),
+    );
 }
 
 fn now_rfc3339() -> String {

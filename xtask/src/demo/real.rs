@@ -11,6 +11,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::watcher;
 use modelsync_api::ModelSync;
+use modelsync_api::modelsync::LABEL_NAME;
 use modelsync_testenv::image::{modelsync as ms_image, python};
 use modelsync_testenv::kubectl::kubectl;
 use modelsync_testenv::labelbot::{DEPLOYER, Images, LabelBot, NAMESPACE, TRAINER};
@@ -19,7 +20,7 @@ use modelsync_testenv::tekton::pipelineruns;
 use modelsync_testenv::tekton_real;
 use serde_json::json;
 
-use super::{Narrator, narrate_modelsync, params_text};
+use super::{Narrator, narrate_modelsync, narrate_new_run};
 
 /// Whether this machine can run a real node, and if not, why (naming what to install).
 pub fn possible() -> Result<(), String> {
@@ -149,7 +150,7 @@ pub async fn story(ci: bool, say: Narrator) -> Result<()> {
                 Ok(watcher::Event::Delete(run)) => {
                     let name = run.name_any();
                     say.say("gc", format!("controller collected old run {name} (history limit 1); Kubernetes deleted its TaskRuns and pods"));
-                    if run.labels().get("modelsync.dev/name").map(String::as_str) == Some(DEPLOYER) {
+                    if run.labels().get(LABEL_NAME).map(String::as_str) == Some(DEPLOYER) {
                         progress.deploy_run_collected = true;
                     }
                 }
@@ -223,37 +224,9 @@ fn narrate_run(
     progress: &mut Progress,
 ) -> Result<Option<String>> {
     let name = run.name_any();
-    let owner = run
-        .labels()
-        .get("modelsync.dev/name")
-        .cloned()
-        .unwrap_or_default();
+    let owner = run.labels().get(LABEL_NAME).cloned().unwrap_or_default();
     if told.insert(format!("{name}/created")) {
-        let note = |k: &str| run.annotations().get(k).cloned().unwrap_or_default();
-        let params = note("modelsync.dev/parameters");
-        let params = if params.is_empty() || params == "{}" {
-            String::new()
-        } else {
-            format!(" {params}")
-        };
-        say.say(
-            &owner,
-            format!(
-                "lambda says YES{params}: {} [commit {}]",
-                note("modelsync.dev/reason"),
-                note("modelsync.dev/revision")
-            ),
-        );
-        say.say(
-            &owner,
-            format!(
-                "controller created PipelineRun {name} (pipeline {}{})",
-                run.data["spec"]["pipelineRef"]["name"]
-                    .as_str()
-                    .unwrap_or("?"),
-                params_text(&run.data)
-            ),
-        );
+        narrate_new_run(say, run);
     }
     let Some((status, reason)) = modelsync_testenv::tekton::succeeded_condition(run) else {
         return Ok(None);

@@ -2,9 +2,9 @@
 //! play the people and pipelines that change it (training records a model, a reviewer merges).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
+use modelsync_testenv::git::{changed_lines, git};
 
 pub struct Repo {
     pub bare: PathBuf,
@@ -21,34 +21,6 @@ metadata:
 data:
   model: m-20261101   # pinned model id
 ";
-
-fn git(dir: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=Demo Trainer",
-            "-c",
-            "user.email=trainer@modelsync.invalid",
-        ])
-        .args([
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "advice.detachedHead=false",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .context("running git (is it installed?)")?;
-    if !out.status.success() {
-        bail!(
-            "git {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 pub fn record(id: &str, created: &str, data_revision: &str) -> String {
     format!(
@@ -135,15 +107,7 @@ impl Repo {
                 "manifests/model.yaml",
             ],
         )?;
-        Ok(diff
-            .lines()
-            .filter(|l| {
-                (l.starts_with('+') || l.starts_with('-'))
-                    && !l.starts_with("+++")
-                    && !l.starts_with("---")
-            })
-            .collect::<Vec<_>>()
-            .join("\n"))
+        Ok(changed_lines(&diff))
     }
 
     /// Merges a bump branch into main, as the reviewer clicking "Merge" would.
