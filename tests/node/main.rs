@@ -69,6 +69,25 @@ where
 /// What a person would look at when a run does not go as expected.
 fn describe(kubeconfig: &Path, namespace: &str) -> String {
     let get = |args: &[&str]| kubectl(kubeconfig, args).unwrap_or_else(|e| format!("{e:#}"));
+    // The steps say why in their logs, as they would to a user.
+    let failed = get(&["get", "pods", "-n", namespace, "-o", "name"]);
+    let step_logs: String = failed
+        .lines()
+        .filter(|l| l.starts_with("pod/"))
+        .map(|pod| {
+            format!(
+                "$ kubectl logs -n {namespace} {pod} --all-containers --tail=20\n{}\n",
+                get(&[
+                    "logs",
+                    "-n",
+                    namespace,
+                    pod,
+                    "--all-containers",
+                    "--tail=20"
+                ])
+            )
+        })
+        .collect();
     format!(
         "$ kubectl get msync,pipelineruns,taskruns,pods -n {namespace}\n{}\n$ kubectl get events -n {namespace}\n{}\n$ kubectl logs -n modelsync deploy/modelsync-controller --tail=30\n{}",
         get(&[
@@ -87,7 +106,7 @@ fn describe(kubeconfig: &Path, namespace: &str) -> String {
             "deploy/modelsync-controller",
             "--tail=30"
         ]),
-    )
+    ) + &step_logs
 }
 
 fn run_named<'a>(runs: &'a [DynamicObject], name: &str) -> Option<&'a DynamicObject> {
@@ -270,6 +289,7 @@ async fn label_bot_trains_a_model_opens_a_pr_and_goes_idle_after_the_merge() {
     let prs = lb.github.prs();
     assert_eq!(prs.len(), 1, "one pull request expected: {prs:?}");
     assert_eq!(prs[0].head, BRANCH);
+    assert_eq!(prs[0].labels, ["model-bump"], "the example's label");
     assert!(prs[0].open);
     let diff = lb.branch_diff().unwrap();
     assert!(

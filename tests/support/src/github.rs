@@ -10,7 +10,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, patch};
+use axum::routing::{get, patch, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -23,6 +23,8 @@ pub struct Pr {
     pub base: String,
     pub open: bool,
     pub merged: bool,
+    pub labels: Vec<String>,
+    pub reviewers: Vec<String>,
 }
 
 #[derive(Clone, Default)]
@@ -49,6 +51,14 @@ impl GitHub {
         let app = Router::new()
             .route("/repos/{owner}/{repo}/pulls", get(list).post(create))
             .route("/repos/{owner}/{repo}/pulls/{number}", patch(update))
+            .route(
+                "/repos/{owner}/{repo}/issues/{number}/labels",
+                post(add_labels),
+            )
+            .route(
+                "/repos/{owner}/{repo}/pulls/{number}/requested_reviewers",
+                post(request_reviewers),
+            )
             .with_state(gh.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -150,6 +160,8 @@ async fn create(
             base: field("base"),
             open: true,
             merged: false,
+            labels: Vec::new(),
+            reviewers: Vec::new(),
         };
         prs.push(pr.clone());
         pr
@@ -176,4 +188,60 @@ async fn update(
         pr.clone()
     };
     (StatusCode::OK, Json(gh.json(&owner, &repo, &pr)))
+}
+
+/// `POST /repos/{owner}/{repo}/issues/{number}/labels` (a pull request is an issue too).
+async fn add_labels(
+    State(gh): State<GitHub>,
+    Path((owner, repo, number)): Path<(String, String, u64)>,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    let base = gh.base_url.lock().unwrap().clone();
+    let mut prs = gh.prs.lock().unwrap();
+    let Some(pr) = prs.iter_mut().find(|p| p.number == number) else {
+        return (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"})));
+    };
+    for label in body["labels"].as_array().into_iter().flatten() {
+        if let Some(name) = label.as_str().filter(|n| !pr.labels.iter().any(|l| l == n)) {
+            pr.labels.push(name.to_owned());
+        }
+    }
+    let labels: Vec<Value> = pr
+        .labels
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            json!({
+                "id": i + 1,
+                "node_id": format!("LA_{}", i + 1),
+                "url": format!("{base}/repos/{owner}/{repo}/labels/{name}"),
+                "name": name,
+                "color": "ededed",
+                "default": false,
+                "description": null,
+            })
+        })
+        .collect();
+    (StatusCode::OK, Json(Value::Array(labels)))
+}
+
+/// `POST /repos/{owner}/{repo}/pulls/{number}/requested_reviewers`.
+async fn request_reviewers(
+    State(gh): State<GitHub>,
+    Path((owner, repo, number)): Path<(String, String, u64)>,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    let pr = {
+        let mut prs = gh.prs.lock().unwrap();
+        let Some(pr) = prs.iter_mut().find(|p| p.number == number) else {
+            return (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"})));
+        };
+        for r in body["reviewers"].as_array().into_iter().flatten() {
+            if let Some(name) = r.as_str() {
+                pr.reviewers.push(name.to_owned());
+            }
+        }
+        pr.clone()
+    };
+    (StatusCode::CREATED, Json(gh.json(&owner, &repo, &pr)))
 }

@@ -481,6 +481,8 @@ fn deployer(
     let spec = &mut ms["spec"]["pipelineRunTemplate"]["spec"];
     set_param(spec, "repo", repo);
     set_param(spec, "github-api", github_api);
+    // The repository is served from this machine, so its GitHub name cannot be read from it.
+    set_param(spec, "github-repo", "kubeflow/label-bot-gitops");
     set_param(spec, "modelsync-image", image);
     Ok(ms)
 }
