@@ -22,7 +22,7 @@ fn workspace() -> PathBuf {
 pub fn run(args: BenchArgs) -> Result<()> {
     let root = workspace();
     eprintln!("building modelsync and modelsync-bench (release)...");
-    let status = crate::cargo::command()
+    let status = modelsync_testenv::cargo::command()
         .args([
             "build",
             "--release",

@@ -2,7 +2,6 @@
 //! `cargo xtask image`.
 
 mod bench;
-mod cargo;
 mod cluster;
 mod demo;
 mod image;

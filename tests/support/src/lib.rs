@@ -19,6 +19,7 @@
 
 pub mod binaries;
 pub mod cache;
+pub mod cargo;
 mod certs;
 pub mod controlplane;
 pub mod crds;

@@ -84,7 +84,7 @@ fn build_modelsync(say: Narrator) -> Result<PathBuf> {
         "build",
         "cargo build -p modelsync (the one binary every component runs)",
     );
-    let status = crate::cargo::command()
+    let status = modelsync_testenv::cargo::command()
         .args(["build", "--quiet", "-p", "modelsync"])
         .current_dir(workspace())
         .status()

@@ -204,8 +204,12 @@ pub fn release_binary(recipe: &Recipe) -> Result<ReleaseBinary> {
         recipe.cargo_build_args.join(" ")
     ));
     let log = Path::new(target_dir).join("modelsync-image-build.log");
+    // Through `nice`, with the variables of the program that runs this removed: a build that
+    // saw another CARGO_PKG_NAME would rebuild ring's and aws-lc's build scripts, and so would
+    // the next plain `cargo build` after it.
     let mut cmd = Command::new("nice");
-    cmd.args(["-n", "10"])
+    crate::cargo::without_own_vars(&mut cmd)
+        .args(["-n", "10"])
         .arg(&cargo)
         .arg("build")
         .args(&recipe.cargo_build_args)

@@ -1,13 +1,20 @@
-//! Running cargo from an xtask.
+//! Running cargo from inside a cargo-run program (an xtask, a test building an image).
 
 use std::process::Command;
 
-/// A `cargo` command without the variables `cargo run` set for the xtask itself
-/// (`CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`, ...). Build scripts such as ring's track some of
+/// A `cargo` command without the variables `cargo run` and `cargo test` set for the program
+/// itself (`CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`, ...). Build scripts such as ring's track some of
 /// them, so an inner build that inherited them would not reuse what a plain `cargo build`
 /// compiled (and the next plain build would not reuse it either): minutes each time.
 pub fn command() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    without_own_vars(&mut cmd);
+    cmd
+}
+
+/// Removes those variables from `cmd`'s environment (for a cargo started through a wrapper such
+/// as `nice`).
+pub fn without_own_vars(cmd: &mut Command) -> &mut Command {
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
         if name.starts_with("CARGO_PKG_")
