@@ -49,14 +49,14 @@ mod tests {
         assert_eq!(
             relative_path(
                 Path::new("/tmp/x/install"),
-                Path::new("/work/repo/kustomize")
+                Path::new("/src/modelsync/kustomize")
             ),
-            "../../../work/repo/kustomize"
+            "../../../src/modelsync/kustomize"
         );
         assert_eq!(
             relative_path(
-                Path::new("/work/repo/target/a"),
-                Path::new("/work/repo/kustomize")
+                Path::new("/src/modelsync/target/a"),
+                Path::new("/src/modelsync/kustomize")
             ),
             "../../kustomize"
         );
