@@ -155,7 +155,8 @@ async fn install_runs_controller_and_lambdas_as_ready_non_root_pods() {
             assert_eq!(cs.restart_count, 0, "{component}/{} restarted", cs.name);
         }
     }
-    // The processes really run as 65532: the kubelet reports what the runtime started.
+    // `kubectl exec` reaches the container through the API server and the kubelet, as a user
+    // debugging the install would.
     let id = kubectl(
         &s.kubeconfig,
         &[
