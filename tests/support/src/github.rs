@@ -81,16 +81,18 @@ impl GitHub {
     }
 
     pub fn mark_merged(&self, number: u64) {
-        if let Some(p) = self
-            .prs
-            .lock()
-            .unwrap()
-            .iter_mut()
-            .find(|p| p.number == number)
-        {
+        self.change(number, |p| {
             p.open = false;
             p.merged = true;
-        }
+        });
+    }
+
+    /// Applies `f` to pull request `number` and returns it as changed; `None` when there is none.
+    fn change(&self, number: u64, f: impl FnOnce(&mut Pr)) -> Option<Pr> {
+        let mut prs = self.prs.lock().unwrap();
+        let pr = prs.iter_mut().find(|p| p.number == number)?;
+        f(pr);
+        Some(pr.clone())
     }
 
     fn json(&self, owner: &str, repo: &str, pr: &Pr) -> Value {
@@ -169,25 +171,27 @@ async fn create(
     (StatusCode::CREATED, Json(gh.json(&owner, &repo, &pr)))
 }
 
+fn not_found() -> (StatusCode, Json<Value>) {
+    (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"})))
+}
+
 async fn update(
     State(gh): State<GitHub>,
     Path((owner, repo, number)): Path<(String, String, u64)>,
     Json(body): Json<Value>,
 ) -> (StatusCode, Json<Value>) {
-    let pr = {
-        let mut prs = gh.prs.lock().unwrap();
-        let Some(pr) = prs.iter_mut().find(|p| p.number == number) else {
-            return (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"})));
-        };
+    let changed = gh.change(number, |pr| {
         if let Some(t) = body.get("title").and_then(Value::as_str) {
             pr.title = t.to_owned();
         }
         if let Some(b) = body.get("body").and_then(Value::as_str) {
             pr.body = b.to_owned();
         }
-        pr.clone()
-    };
-    (StatusCode::OK, Json(gh.json(&owner, &repo, &pr)))
+    });
+    match changed {
+        Some(pr) => (StatusCode::OK, Json(gh.json(&owner, &repo, &pr))),
+        None => not_found(),
+    }
 }
 
 /// `POST /repos/{owner}/{repo}/issues/{number}/labels` (a pull request is an issue too).
@@ -196,16 +200,17 @@ async fn add_labels(
     Path((owner, repo, number)): Path<(String, String, u64)>,
     Json(body): Json<Value>,
 ) -> (StatusCode, Json<Value>) {
-    let base = gh.base_url.lock().unwrap().clone();
-    let mut prs = gh.prs.lock().unwrap();
-    let Some(pr) = prs.iter_mut().find(|p| p.number == number) else {
-        return (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"})));
-    };
-    for label in body["labels"].as_array().into_iter().flatten() {
-        if let Some(name) = label.as_str().filter(|n| !pr.labels.iter().any(|l| l == n)) {
-            pr.labels.push(name.to_owned());
+    let changed = gh.change(number, |pr| {
+        for label in body["labels"].as_array().into_iter().flatten() {
+            if let Some(name) = label.as_str().filter(|n| !pr.labels.iter().any(|l| l == n)) {
+                pr.labels.push(name.to_owned());
+            }
         }
-    }
+    });
+    let Some(pr) = changed else {
+        return not_found();
+    };
+    let base = gh.base_url.lock().unwrap().clone();
     let labels: Vec<Value> = pr
         .labels
         .iter()
@@ -231,17 +236,15 @@ async fn request_reviewers(
     Path((owner, repo, number)): Path<(String, String, u64)>,
     Json(body): Json<Value>,
 ) -> (StatusCode, Json<Value>) {
-    let pr = {
-        let mut prs = gh.prs.lock().unwrap();
-        let Some(pr) = prs.iter_mut().find(|p| p.number == number) else {
-            return (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"})));
-        };
+    let changed = gh.change(number, |pr| {
         for r in body["reviewers"].as_array().into_iter().flatten() {
             if let Some(name) = r.as_str() {
                 pr.reviewers.push(name.to_owned());
             }
         }
-        pr.clone()
-    };
-    (StatusCode::CREATED, Json(gh.json(&owner, &repo, &pr)))
+    });
+    match changed {
+        Some(pr) => (StatusCode::CREATED, Json(gh.json(&owner, &repo, &pr))),
+        None => not_found(),
+    }
 }

@@ -254,20 +254,7 @@ pub fn create_network(ledger: &mut Ledger) -> Result<()> {
 }
 
 pub fn run(program: &str, args: &[&str]) -> Result<()> {
-    let out = Command::new(program)
-        .args(args)
-        .env("PATH", program_path())
-        .output()
-        .with_context(|| format!("running {program}: is it installed? run `{APT_INSTALL}`"))?;
-    if !out.status.success() {
-        bail!(
-            "`{program} {}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    run_output(program, args).map(drop)
 }
 
 pub fn run_output(program: &str, args: &[&str]) -> Result<String> {
@@ -275,7 +262,7 @@ pub fn run_output(program: &str, args: &[&str]) -> Result<String> {
         .args(args)
         .env("PATH", program_path())
         .output()
-        .with_context(|| format!("running {program}"))?;
+        .with_context(|| format!("running {program}: is it installed? run `{APT_INSTALL}`"))?;
     if !out.status.success() {
         bail!(
             "`{program} {}` failed ({}): {}",
