@@ -37,14 +37,11 @@ pub fn require_tool(tool: &str, version_args: &[&str], install: &str) {
 pub const KUBECTL_INSTALL: &str = "apt-get install -y kubectl (or put kubectl v1.27+ on PATH)";
 pub const SHELLCHECK_INSTALL: &str = "apt-get install -y shellcheck";
 
-/// Every `.yaml`/`.yml` file under `dir`, sorted, skipping the folders in `skip`.
-pub fn yaml_files(dir: &Path, skip: &[&Path]) -> Vec<PathBuf> {
+/// Every `.yaml`/`.yml` file under `dir`, sorted.
+pub fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        if skip.iter().any(|s| d == *s) {
-            continue;
-        }
         for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
             let path = entry.unwrap().path();
             if path.is_dir() {
