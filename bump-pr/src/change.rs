@@ -3,25 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::path::YamlPath;
-
-/// Which field of a kustomize `images:` entry to set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ImageField {
-    NewTag,
-    Digest,
-    NewName,
-}
-
-impl ImageField {
-    pub fn key(self) -> &'static str {
-        match self {
-            ImageField::NewTag => "newTag",
-            ImageField::Digest => "digest",
-            ImageField::NewName => "newName",
-        }
-    }
-}
+pub use modelsync_gitops::kustomize::ImageField;
+use modelsync_gitops::path::YamlPath;
 
 /// Where a value goes.
 #[derive(Clone, Debug, PartialEq, Eq)]

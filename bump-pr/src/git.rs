@@ -4,14 +4,16 @@
 //! reaches libgit2 only through the credentials callback, so it is never part of a URL and never
 //! written under the clone.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::path::{Component, Path};
+use std::path::Path;
 
 use git2::{
-    CredentialType, Direction, ErrorClass, ErrorCode, FetchOptions, FileMode, Oid, PushOptions,
-    RemoteCallbacks, Repository, Signature,
+    Direction, ErrorClass, ErrorCode, FetchOptions, FileMode, Oid, PushOptions, Repository,
+    Signature,
 };
+use modelsync_gitops::credentials::{Advice, Secrets};
+use modelsync_gitops::remote::is_local;
 
 use crate::message::Author;
 use crate::secret::Token;
@@ -90,35 +92,21 @@ fn classify(repo: &str, action: &'static str, e: git2::Error) -> GitError {
     }
 }
 
-/// Callbacks that answer a credentials request once with the token, and fail after that so a
-/// rejected token is an error instead of an endless retry.
-fn callbacks<'a>(token: Option<&'a Token>, asked: &'a Cell<u32>) -> RemoteCallbacks<'a> {
-    let mut cb = RemoteCallbacks::new();
-    cb.credentials(move |_url, _user, allowed| {
-        asked.set(asked.get() + 1);
-        match token {
-            None => Err(git2::Error::new(
-                ErrorCode::Auth,
-                ErrorClass::Http,
-                "the server asks for credentials and none were given (--token-file or GITHUB_TOKEN)",
-            )),
-            Some(_) if asked.get() > 1 => Err(git2::Error::new(
-                ErrorCode::Auth,
-                ErrorClass::Http,
-                "the server rejected the token",
-            )),
-            Some(_) if !allowed.contains(CredentialType::USER_PASS_PLAINTEXT) => {
-                Err(git2::Error::new(
-                    ErrorCode::Auth,
-                    ErrorClass::Http,
-                    "the server asks for a kind of credentials other than a token (use an https URL)",
-                ))
-            }
-            Some(t) => git2::Cred::userpass_plaintext("x-access-token", t.expose()),
-        }
-    });
-    cb
+/// What libgit2 answers when the server asks for credentials: the token as the password of
+/// `x-access-token`, the user name GitHub expects with a token.
+fn secrets(token: Option<&Token>) -> Secrets {
+    Secrets {
+        username: Some("x-access-token".into()),
+        password: token.map(|t| t.expose().to_string()),
+        ssh_key: None,
+    }
 }
+
+/// What the errors say when the server wants other credentials, or refuses the token.
+const ADVICE: Advice = Advice {
+    missing: "the server asks for credentials bump-pr does not have: a token (--token-file or GITHUB_TOKEN) over an https URL",
+    rejected: "the server rejected the token",
+};
 
 /// A local copy of the base branch and, if it exists, the bump branch.
 pub struct Clone {
@@ -132,11 +120,11 @@ pub struct Clone {
 
 /// The remote's branches, by name without `refs/heads/`.
 fn remote_branches(url: &str, token: Option<&Token>) -> Result<HashMap<String, Oid>, GitError> {
-    let asked = Cell::new(0);
+    let secrets = secrets(token);
     let mut remote =
         git2::Remote::create_detached(url).map_err(|e| classify(url, "remote setup", e))?;
     let connection = remote
-        .connect_auth(Direction::Fetch, Some(callbacks(token, &asked)), None)
+        .connect_auth(Direction::Fetch, Some(secrets.callbacks(ADVICE)), None)
         .map_err(|e| classify(url, "connect", e))?;
     let heads = connection
         .list()
@@ -205,10 +193,6 @@ pub fn clone(
     })
 }
 
-fn is_local(url: &str) -> bool {
-    url.starts_with("file://") || !url.contains("://") && !url.contains('@')
-}
-
 fn fetch(
     repo: &Repository,
     url: &str,
@@ -216,9 +200,9 @@ fn fetch(
     token: Option<&Token>,
     depth: i32,
 ) -> Result<(), GitError> {
-    let asked = Cell::new(0);
+    let secrets = secrets(token);
     let mut options = FetchOptions::new();
-    options.remote_callbacks(callbacks(token, &asked));
+    options.remote_callbacks(secrets.callbacks(ADVICE));
     if depth > 0 {
         options.depth(depth);
     }
@@ -236,27 +220,6 @@ pub struct CommitInfo {
     pub author_email: String,
     pub message: String,
     pub tree: Oid,
-}
-
-/// Checks `--file` is a plain path inside the repository and returns it with `/` separators.
-pub fn repo_path(file: &str) -> Result<String, String> {
-    let path = Path::new(file);
-    let mut parts = Vec::new();
-    for component in path.components() {
-        match component {
-            Component::Normal(p) => parts.push(p.to_string_lossy().to_string()),
-            Component::CurDir => {}
-            _ => {
-                return Err(format!(
-                    "--file {file:?} must be a relative path inside the repository, without '..'"
-                ));
-            }
-        }
-    }
-    if parts.is_empty() {
-        return Err("--file is empty".into());
-    }
-    Ok(parts.join("/"))
 }
 
 impl Clone {
@@ -346,10 +309,10 @@ impl Clone {
         self.repo
             .reference(&local, commit, true, "bump-pr")
             .map_err(|e| classify(&self.url, "creating the branch", e))?;
-        let asked = Cell::new(0);
+        let secrets = secrets(token);
         let refused: RefCell<Option<String>> = RefCell::new(None);
         let remote_said: RefCell<String> = RefCell::new(String::new());
-        let mut cb = callbacks(token, &asked);
+        let mut cb = secrets.callbacks(ADVICE);
         // Servers explain refusals (GitHub: "GH006: Protected branch update failed") on the
         // side band; keep it for the error message.
         cb.sideband_progress(|text| {
@@ -420,14 +383,6 @@ pub fn diff(file: &str, old: &str, new: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn repo_paths_stay_inside_the_repository() {
-        assert_eq!(repo_path("./deploy/pin.yaml").unwrap(), "deploy/pin.yaml");
-        assert!(repo_path("../x.yaml").is_err());
-        assert!(repo_path("/etc/passwd").is_err());
-        assert!(repo_path("").is_err());
-    }
 
     #[test]
     fn diff_shows_the_changed_line() {

@@ -8,15 +8,15 @@ pub mod args;
 pub mod change;
 pub mod git;
 pub mod github;
-pub mod kpt;
-pub mod kustomize;
 pub mod message;
-pub mod path;
 pub mod run;
 pub mod scalar;
 pub mod secret;
 pub mod yaml_doc;
 pub mod yaml_edit;
+
+/// `--set` paths are the shared pin grammar.
+pub use modelsync_gitops::path;
 
 pub use args::BumpPrArgs;
 pub use run::{BumpOutcome, Status, main, run};

@@ -5,6 +5,8 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, anyhow, bail};
+use modelsync_gitops::remote::has_credentials;
+use modelsync_gitops::repo_path;
 
 use crate::args::BumpPrArgs;
 use crate::git::{self, Clone};
@@ -51,7 +53,7 @@ pub struct BumpOutcome {
 /// Runs the bump and prints what happened to `out`.
 pub async fn run(args: &BumpPrArgs, out: &mut dyn Write) -> anyhow::Result<BumpOutcome> {
     refuse_credentials_in_url(&args.repo)?;
-    let file = git::repo_path(&args.file).map_err(|e| anyhow!(e))?;
+    let file = repo_path(&args.file).map_err(|e| anyhow!("--file {e}"))?;
     let changes = args.changes()?;
     let selector = args.selector()?;
     let token = match args.token_file() {
@@ -282,13 +284,10 @@ fn check_no_human_commits(clone: &Clone, head: git2::Oid, args: &BumpPrArgs) -> 
 }
 
 fn refuse_credentials_in_url(url: &str) -> anyhow::Result<()> {
-    if let Some((_, rest)) = url.split_once("://") {
-        let authority = rest.split('/').next().unwrap_or_default();
-        if authority.contains('@') {
-            bail!(
-                "--repo must not contain credentials (user@ or token@ in the URL); give the token with --token-file"
-            );
-        }
+    if has_credentials(url) {
+        bail!(
+            "--repo must not contain credentials (user@ or token@ in the URL); give the token with --token-file"
+        );
     }
     Ok(())
 }

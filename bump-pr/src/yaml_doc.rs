@@ -3,9 +3,10 @@
 //! Built from saphyr-parser's events, whose spans give character positions; the editor uses
 //! them to replace one scalar's bytes and nothing else.
 
-use saphyr_parser::{Event, Parser, ScalarStyle};
+use std::borrow::Cow;
 
-use crate::path::{Segment, YamlPath};
+use modelsync_gitops::{Tree, View};
+use saphyr_parser::{Event, Parser, ScalarStyle};
 
 /// Scalar styles the editor distinguishes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,101 +56,22 @@ impl Node {
         }
     }
 
-    /// The value under mapping key `key`, if this is a mapping holding it.
-    pub fn get(&self, key: &str) -> Option<&Node> {
-        match self {
-            Node::Mapping(entries) => entries
-                .iter()
-                .find(|(k, _)| k.as_scalar().is_some_and(|s| s.value == key))
-                .map(|(_, v)| v),
-            _ => None,
-        }
-    }
-
     /// The scalar text at `key` (e.g. `kind`), if there is one.
     pub fn get_str(&self, key: &str) -> Option<&str> {
         self.get(key)?.as_scalar().map(|s| s.value.as_str())
     }
+}
 
-    fn kind_name(&self) -> &'static str {
+/// Paths are followed by the shared walk, so they mean here what they mean to the lambdas.
+impl Tree for Node {
+    fn view(&self) -> View<'_, Self> {
         match self {
-            Node::Scalar(_) => "a scalar",
-            Node::Sequence(_) => "a list",
-            Node::Mapping(_) => "a mapping",
-            Node::Alias => "an alias (*name)",
+            Node::Scalar(s) => View::Scalar(Cow::Borrowed(&s.value)),
+            Node::Sequence(items) => View::Sequence(items),
+            Node::Mapping(entries) => View::Mapping(Box::new(entries.iter().map(|(k, v)| (k, v)))),
+            Node::Alias => View::Alias,
         }
     }
-}
-
-/// Why a path does not lead to a node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Missing {
-    /// The part of the path that did resolve.
-    pub found: YamlPath,
-    pub reason: String,
-}
-
-/// Follows `path` from `root`.
-pub fn lookup<'a>(root: &'a Node, path: &YamlPath) -> Result<&'a Node, Missing> {
-    let mut node = root;
-    let mut walked = YamlPath::default();
-    for segment in &path.segments {
-        let fail = |reason: String| Missing {
-            found: walked.clone(),
-            reason,
-        };
-        if matches!(node, Node::Alias) {
-            return Err(fail(
-                "it goes through an alias (*name); set the path of the anchored node (&name) instead"
-                    .into(),
-            ));
-        }
-        node = match (segment, node) {
-            (Segment::Key(key), Node::Mapping(entries)) => {
-                let mut hits = entries
-                    .iter()
-                    .filter(|(k, _)| k.as_scalar().is_some_and(|s| &s.value == key));
-                let (_, value) = hits.next().ok_or_else(|| {
-                    let merge = entries
-                        .iter()
-                        .any(|(k, _)| k.as_scalar().is_some_and(|s| s.value == "<<"));
-                    fail(if merge {
-                        format!("no key {key:?} (a merge key `<<` may supply it: set the path of the anchored mapping instead)")
-                    } else {
-                        format!("no key {key:?}")
-                    })
-                })?;
-                if hits.next().is_some() {
-                    return Err(fail(format!("key {key:?} appears more than once")));
-                }
-                value
-            }
-            (Segment::Index(i), Node::Sequence(items)) => items.get(*i).ok_or_else(|| {
-                fail(format!(
-                    "index [{i}] is past the end of a list of {}",
-                    items.len()
-                ))
-            })?,
-            (Segment::Select { key, value }, Node::Sequence(items)) => {
-                let mut hits = items.iter().filter(|item| item.get_str(key) == Some(value));
-                let hit = hits
-                    .next()
-                    .ok_or_else(|| fail(format!("no list item with {key}={value:?}")))?;
-                if hits.next().is_some() {
-                    return Err(fail(format!("more than one list item has {key}={value:?}")));
-                }
-                hit
-            }
-            (Segment::Key(key), other) => {
-                return Err(fail(format!("key {key:?} asked of {}", other.kind_name())));
-            }
-            (_, other) => {
-                return Err(fail(format!("a list step asked of {}", other.kind_name())));
-            }
-        };
-        walked.segments.push(segment.clone());
-    }
-    Ok(node)
 }
 
 /// A parsed YAML stream: one root node per document.
@@ -279,6 +201,7 @@ pub fn shape(text: &str) -> Result<Vec<Shape>, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use modelsync_gitops::{YamlPath, lookup};
 
     #[test]
     fn spans_are_byte_offsets_even_after_multibyte_text() {
@@ -315,6 +238,6 @@ mod tests {
     fn duplicate_keys_are_refused() {
         let doc = &parse("a: 1\na: 2\n").unwrap().documents[0];
         let err = lookup(doc, &YamlPath::parse("a").unwrap()).unwrap_err();
-        assert!(err.reason.contains("more than once"), "{err:?}");
+        assert!(err.reason.to_string().contains("more than once"), "{err:?}");
     }
 }

@@ -5,11 +5,13 @@
 //! the parser says where each target scalar sits and only that span is spliced. The result is
 //! parsed again and compared with the input to prove nothing else changed meaning.
 
+use modelsync_gitops::kpt;
+use modelsync_gitops::kustomize::{ImageLookup, image_path};
+use modelsync_gitops::{Tree, YamlPath, lookup};
+
 use crate::change::{Change, DocSelector, Target};
-use crate::kustomize::{ImageLookup, image_path};
-use crate::path::YamlPath;
 use crate::scalar::{RenderError, render};
-use crate::yaml_doc::{self, Node, Scalar, Shape, Style, lookup};
+use crate::yaml_doc::{self, Node, Scalar, Shape, Style};
 
 /// One value set in the file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,7 +134,7 @@ pub fn edit(
         let node = lookup(&stream.documents[document], &path).map_err(|m| EditError::NotFound {
             file: file.to_string(),
             target: change.target.to_string(),
-            reason: m.reason,
+            reason: m.reason.to_string(),
         })?;
         let scalar = match node {
             Node::Scalar(s) => s,
@@ -265,17 +267,11 @@ fn resolve(
         match target {
             Target::Path(path) => match lookup(doc, path) {
                 Ok(_) => found.push((i, path.clone())),
-                Err(missing) => reasons.push(if missing.found.segments.is_empty() {
-                    missing.reason
-                } else {
-                    format!("under {}: {}", missing.found, missing.reason)
-                }),
+                Err(missing) => reasons.push(missing.to_string()),
             },
-            Target::KptSetter(name) => found.extend(
-                crate::kpt::setter_paths(doc, name)
-                    .into_iter()
-                    .map(|p| (i, p)),
-            ),
+            Target::KptSetter(name) => {
+                found.extend(kpt::setter_paths(doc, name).into_iter().map(|p| (i, p)))
+            }
             Target::Image { name, field } => match image_path(doc, name, *field) {
                 ImageLookup::Found(p) => found.push((i, p)),
                 ImageLookup::FieldMissing(entry) => reasons.push(format!(
@@ -307,7 +303,7 @@ fn resolve(
             let reason = match target {
                 Target::KptSetter(name) => format!(
                     "no setter {name:?} in {}",
-                    crate::kpt::LOOKED_IN.replace("NAME", name)
+                    kpt::LOOKED_IN.replace("NAME", name)
                 ),
                 Target::Image { name, .. } if reasons.is_empty() => {
                     format!("no kustomization images entry with name {name:?}")

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use modelsync_gitops::{PathError, YamlPath};
+
 use crate::builtins::deploy_if_newer::Pin;
-use crate::builtins::yaml_path::{self, Locator};
+use crate::builtins::pin::Locator;
 pub use crate::builtins::{LAMBDAS, Lambda, Route};
 use crate::mirror::{Credentials, SyncSpec};
 use crate::sources::mlflow::MlflowSpec;
@@ -206,9 +208,9 @@ pub enum RouteError {
     },
     #[error(transparent)]
     Field(#[from] FieldError),
-    /// The path grammar's own message (its module is shared with the pin-grammar work).
+    /// The path grammar's own message.
     #[error("field yamlPath: {0}")]
-    YamlPath(String),
+    YamlPath(#[from] PathError),
     #[error("give exactly one of yamlPath (like data.model) or kptSetter")]
     Locator,
     #[error("field parameter: must not be empty")]
@@ -357,7 +359,7 @@ fn route(path: &str, value: serde_yaml_ng::Value) -> Result<Lambda, RouteError> 
         "deploy-if-newer" => {
             let raw: RawDeploy = serde_yaml_ng::from_value(rest).map_err(settings)?;
             let locator = match (raw.yaml_path, raw.kpt_setter) {
-                (Some(p), None) => yaml_path::parse_path(&p).map_err(RouteError::YamlPath)?,
+                (Some(p), None) => Locator::Path(YamlPath::parse(&p)?),
                 (None, Some(s)) if !s.is_empty() => Locator::KptSetter(s),
                 _ => return Err(RouteError::Locator),
             };
@@ -395,20 +397,16 @@ fn parse_duration(field: &'static str, text: &str) -> Result<Duration, FieldErro
     }
 }
 
-/// A path inside the repository: relative and never climbing out of it.
+/// A path inside the repository: relative and never climbing out of it. Kept as written
+/// (`models/`), as answers quote it back.
 fn repo_path(field: &'static str, text: &str) -> Result<String, FieldError> {
-    let p = Path::new(text);
-    if text.is_empty()
-        || p.is_absolute()
-        || p.components()
-            .any(|c| matches!(c, std::path::Component::ParentDir))
-    {
-        return Err(FieldError::RepoPath {
+    match modelsync_gitops::repo_path(text) {
+        Ok(_) => Ok(text.to_owned()),
+        Err(_) => Err(FieldError::RepoPath {
             field,
             text: text.to_owned(),
-        });
+        }),
     }
-    Ok(text.to_owned())
 }
 
 #[cfg(test)]

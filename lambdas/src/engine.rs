@@ -183,10 +183,10 @@ fn render(decision: Verdict, revision: &str) -> Served {
             outcome: if answer.needs_sync { "yes" } else { "no" },
             body: Bytes::from(serde_json::to_vec(&answer).unwrap_or_default()),
         },
-        Err(message) => Served {
+        Err(error) => Served {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             outcome: "error",
-            body: error_body(&message, Some(revision)),
+            body: error_body(&error.to_string(), Some(revision)),
         },
     }
 }

@@ -4,8 +4,8 @@
 //! No model, or a pin that cannot be read, is an error answer, never a yes with an empty id
 //! (the original controller once deployed a placeholder that way).
 
-use super::Verdict;
-use super::yaml_path::{Locator, lookup};
+use super::pin::{self, Locator};
+use super::{AnswerError, Verdict};
 use crate::sources::{Models, newest};
 
 /// The route's settings.
@@ -26,18 +26,30 @@ pub fn decide(
 ) -> Verdict {
     let models = match models {
         Ok(m) => m,
-        Err(e) => return Verdict::error(format!("cannot list models: {e}")),
+        Err(e) => return Verdict::error(AnswerError::Models(e.to_string())),
     };
     let Some(newest) = newest(models).filter(|m| !m.id.trim().is_empty()) else {
-        return Verdict::error("no model to deploy: the model source lists none".into());
+        return Verdict::error(AnswerError::NoModel);
     };
     let text = match file {
         Ok(t) => t,
-        Err(e) => return Verdict::error(format!("cannot read {} at {revision}: {e}", pin.file)),
+        Err(e) => {
+            return Verdict::error(AnswerError::FileUnreadable {
+                file: pin.file.clone(),
+                revision: revision.to_owned(),
+                reason: e.clone(),
+            });
+        }
     };
-    let pinned = match lookup(text, &pin.locator) {
+    let pinned = match pin::read(text, &pin.locator) {
         Ok(v) => v,
-        Err(e) => return Verdict::error(format!("{} at {revision}: {e}", pin.file)),
+        Err(problem) => {
+            return Verdict::error(AnswerError::Pin {
+                file: pin.file.clone(),
+                revision: revision.to_owned(),
+                problem,
+            });
+        }
     };
     if pinned == newest.id {
         return Verdict::no(
@@ -61,8 +73,8 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::builtins::yaml_path::parse_path;
     use crate::sources::ModelRecord;
+    use modelsync_gitops::YamlPath;
 
     fn models(ids: &[(&str, &str)]) -> Models {
         Ok(ids
@@ -79,7 +91,7 @@ mod tests {
     fn pin() -> Pin {
         Pin {
             file: "manifests/model.yaml".into(),
-            locator: parse_path("data.model").unwrap(),
+            locator: Locator::Path(YamlPath::parse("data.model").unwrap()),
             parameter: "model".into(),
         }
     }
@@ -122,7 +134,7 @@ mod tests {
             "cannot list models: HTTP 503",
         ];
         for (d, want) in cases.iter().zip(wanted) {
-            let err = d.answer.as_ref().unwrap_err();
+            let err = d.answer.as_ref().unwrap_err().to_string();
             assert!(err.starts_with(want), "got {err:?}, want {want:?}");
         }
     }

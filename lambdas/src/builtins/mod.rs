@@ -2,9 +2,10 @@
 //! decision is computed ahead of requests and tested without IO.
 
 pub mod deploy_if_newer;
+pub mod error;
+pub mod pin;
 pub mod retrain_if_stale;
 pub mod retrain_on_new_data;
-pub mod yaml_path;
 
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use chrono::{DateTime, Utc};
 use modelsync_api::lambda::NeedsSyncAnswer;
 
 use deploy_if_newer::Pin;
+pub use error::AnswerError;
 
 /// A path served by a built-in lambda with its settings, as `lambdas.yaml` configures it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,10 +34,10 @@ pub enum Lambda {
 pub const LAMBDAS: [&str; 3] = ["retrain-if-stale", "retrain-on-new-data", "deploy-if-newer"];
 
 /// A built-in lambda's verdict.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug)]
 pub struct Verdict {
     /// The answer, or why none can be given (served as a non-200 with the message).
-    pub answer: Result<NeedsSyncAnswer, String>,
+    pub answer: Result<NeedsSyncAnswer, AnswerError>,
     /// When the answer may change with no new commit and no model change (time passing).
     pub recheck_at: Option<DateTime<Utc>>,
 }
@@ -61,9 +63,9 @@ impl Verdict {
         }
     }
 
-    fn error(message: String) -> Self {
+    fn error(error: AnswerError) -> Self {
         Verdict {
-            answer: Err(message),
+            answer: Err(error),
             recheck_at: None,
         }
     }

@@ -4,13 +4,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{Verdict, human};
+use super::{AnswerError, Verdict, human};
 use crate::sources::{Models, newest};
 
 pub fn decide(models: &Models, max_age: Duration, now: DateTime<Utc>, revision: &str) -> Verdict {
     let models = match models {
         Ok(m) => m,
-        Err(e) => return Verdict::error(format!("cannot list models: {e}")),
+        Err(e) => return Verdict::error(AnswerError::Models(e.to_string())),
     };
     let max_age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
     let max_age_text = human(max_age);
@@ -96,7 +96,7 @@ mod tests {
             "abc",
         );
         assert_eq!(
-            d.answer.unwrap_err(),
+            d.answer.unwrap_err().to_string(),
             "cannot list models: MLflow at http://x: HTTP 500"
         );
     }

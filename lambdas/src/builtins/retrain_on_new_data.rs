@@ -1,7 +1,7 @@
 //! `retrain-on-new-data`: yes when a commit after the one the newest model was trained on
 //! changed the data path.
 
-use super::Verdict;
+use super::{AnswerError, Verdict};
 use crate::sources::{Models, newest};
 
 /// One commit of the mirrored history, newest first, as the engine reads it.
@@ -23,20 +23,24 @@ pub fn decide(
 ) -> Verdict {
     let models = match models {
         Ok(m) => m,
-        Err(e) => return Verdict::error(format!("cannot list models: {e}")),
+        Err(e) => return Verdict::error(AnswerError::Models(e.to_string())),
     };
     let history = match history {
         Ok(h) => h,
-        Err(e) => return Verdict::error(format!("cannot read the history of {data_path}: {e}")),
+        Err(e) => {
+            return Verdict::error(AnswerError::History {
+                data_path: data_path.to_owned(),
+                reason: e.clone(),
+            });
+        }
     };
     let Some(newest) = newest(models) else {
         return Verdict::yes("no model exists yet".into(), revision).with_param(PARAM, revision);
     };
     let Some(trained_on) = newest.data_revision.as_deref().filter(|r| !r.is_empty()) else {
-        return Verdict::error(format!(
-            "newest model {} has no dataRevision: record the commit it was trained on",
-            newest.id
-        ));
+        return Verdict::error(AnswerError::NoDataRevision {
+            model: newest.id.clone(),
+        });
     };
     let mut changed = Vec::new();
     for commit in history {
@@ -61,12 +65,11 @@ pub fn decide(
             changed.push(short(&commit.id));
         }
     }
-    Verdict::error(format!(
-        "commit {trained_on}, which model {} was trained on, is not in the {} mirrored commit(s) of the branch: \
-         was history rewritten, or is the mirror shallow (set mirror depth: 0)?",
-        newest.id,
-        history.len()
-    ))
+    Verdict::error(AnswerError::TrainedOnMissing {
+        trained_on: trained_on.to_owned(),
+        model: newest.id.clone(),
+        commits: history.len(),
+    })
 }
 
 fn short(id: &str) -> &str {
@@ -137,16 +140,21 @@ mod tests {
         let h = history(&[("ccc", true)]);
         let err = decide(&model(Some("zzz")), &h, "data/", "ccc")
             .answer
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("commit zzz") && err.contains("depth: 0"),
             "{err}"
         );
-        let err = decide(&model(None), &h, "data/", "ccc").answer.unwrap_err();
+        let err = decide(&model(None), &h, "data/", "ccc")
+            .answer
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("has no dataRevision"), "{err}");
         let err = decide(&Err("boom".into()), &h, "data/", "ccc")
             .answer
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "cannot list models: boom");
     }
 }

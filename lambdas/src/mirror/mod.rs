@@ -20,6 +20,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use modelsync_gitops::remote::redact;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
@@ -76,7 +77,7 @@ pub async fn sync_and_publish(
         .map_err(SyncError::Task)
         .and_then(|r| r);
     let seconds = started.elapsed().as_secs_f64();
-    let repo = sync::redact(&spec.repo);
+    let repo = redact(&spec.repo);
     match &result {
         Ok(outcome) => {
             let hash = outcome.hash().to_owned();
@@ -164,7 +165,7 @@ impl MirrorArgs {
             None => default_link(&self.repo).with_context(|| {
                 format!(
                     "cannot name a link after --repo {}: give --link",
-                    sync::redact(&self.repo)
+                    redact(&self.repo)
                 )
             })?,
         };

@@ -1,11 +1,12 @@
 //! One sync: ask the remote what the ref points at, fetch it if it is new, check it out and
 //! publish it. Blocking (libgit2); the caller runs it off the async runtime.
 
-use std::cell::Cell;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use git2::{Cred, CredentialType, Direction, FetchOptions, Oid, RemoteCallbacks, Repository};
+use git2::{Direction, FetchOptions, Oid, Repository};
+use modelsync_gitops::credentials::{Advice, Secrets};
+use modelsync_gitops::remote::{is_local, redact};
 
 use super::fs::LayoutError;
 use super::layout;
@@ -105,11 +106,11 @@ pub fn sync(spec: &SyncSpec) -> Result<SyncOutcome, SyncError> {
             .map_err(git("adding remote"))?,
     };
 
-    let secrets = Secrets::read(&spec.credentials)?;
+    let secrets = read_secrets(&spec.credentials)?;
     // Left open for the fetch, which then reuses it rather than connecting again: one ref
     // advertisement (a server process start for git:// and SSH) less per new commit.
     let mut connection = remote
-        .connect_auth(Direction::Fetch, Some(secrets.callbacks()), None)
+        .connect_auth(Direction::Fetch, Some(secrets.callbacks(ADVICE)), None)
         .map_err(git("connecting to"))?;
     let heads: Vec<(String, Oid)> = connection
         .list()
@@ -135,7 +136,7 @@ pub fn sync(spec: &SyncSpec) -> Result<SyncOutcome, SyncError> {
     let local = is_local(&spec.repo);
     let mut fetch = |refspec: &str, depth: u32| {
         let mut opts = FetchOptions::new();
-        opts.remote_callbacks(secrets.callbacks());
+        opts.remote_callbacks(secrets.callbacks(ADVICE));
         opts.download_tags(git2::AutotagOption::None);
         opts.update_fetchhead(false);
         // libgit2 reads 0 as "no limit", matching --depth 0. Its local transport cannot fetch
@@ -322,90 +323,40 @@ fn open_root(root: &Path) -> Result<Repository, SyncError> {
 }
 
 /// The secrets for one sync, read once so a failing callback cannot re-read files in a loop.
-struct Secrets {
-    username: Option<String>,
-    password: Option<String>,
-    ssh_key: Option<PathBuf>,
-}
-
-impl Secrets {
-    fn read(c: &Credentials) -> Result<Self, SyncError> {
-        let password = match &c.password_file {
-            Some(path) => Some(
-                fs::read_to_string(path)
-                    .map_err(|source| SyncError::Secret {
-                        what: "password file",
-                        path: path.clone(),
-                        source,
-                    })?
-                    .trim()
-                    .to_owned(),
-            ),
-            None => None,
-        };
-        if let Some(path) = &c.ssh_key_file {
-            fs::metadata(path).map_err(|source| SyncError::Secret {
-                what: "SSH key file",
-                path: path.clone(),
-                source,
-            })?;
-        }
-        Ok(Secrets {
-            username: c.username.clone(),
-            password,
-            ssh_key: c.ssh_key_file.clone(),
-        })
-    }
-
-    fn callbacks(&self) -> RemoteCallbacks<'_> {
-        let mut callbacks = RemoteCallbacks::new();
-        // libgit2 asks again after a rejected credential; a second ask means it was wrong.
-        let asked = Cell::new(0u32);
-        callbacks.credentials(move |_url, user_from_url, allowed| {
-            asked.set(asked.get() + 1);
-            if asked.get() > 2 {
-                return Err(git2::Error::from_str(
-                    "the remote rejected the credentials (check --username, --password-file, --ssh-key-file)",
-                ));
-            }
-            let user = self.username.as_deref().or(user_from_url).unwrap_or("git");
-            if allowed.contains(CredentialType::SSH_KEY)
-                && let Some(key) = &self.ssh_key
-            {
-                return Cred::ssh_key(user, None, key, None);
-            }
-            if allowed.contains(CredentialType::USER_PASS_PLAINTEXT)
-                && let Some(password) = &self.password
-            {
-                return Cred::userpass_plaintext(user, password);
-            }
-            if allowed.contains(CredentialType::USERNAME) {
-                return Cred::username(user);
-            }
-            Err(git2::Error::from_str(
-                "the remote asks for credentials: give --password-file (HTTPS token) or --ssh-key-file",
-            ))
-        });
-        callbacks
-    }
-}
-
-/// Whether libgit2 reads `url` with its local transport (a path or `file://`).
-fn is_local(url: &str) -> bool {
-    url.starts_with("file://") || !(url.contains("://") || url.contains('@') && url.contains(':'))
-}
-
-/// The URL with any `user:password@` part masked, for logs and errors.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+fn read_secrets(c: &Credentials) -> Result<Secrets, SyncError> {
+    let password = match &c.password_file {
+        Some(path) => Some(
+            fs::read_to_string(path)
+                .map_err(|source| SyncError::Secret {
+                    what: "password file",
+                    path: path.clone(),
+                    source,
+                })?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
     };
-    let host_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..host_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_owned(),
+    if let Some(path) = &c.ssh_key_file {
+        fs::metadata(path).map_err(|source| SyncError::Secret {
+            what: "SSH key file",
+            path: path.clone(),
+            source,
+        })?;
     }
+    Ok(Secrets {
+        username: c.username.clone(),
+        password,
+        ssh_key: c.ssh_key_file.clone(),
+    })
 }
+
+/// The mirror's flags (and the same fields of `lambdas.yaml`), named when the remote asks for
+/// more or refuses what was sent.
+const ADVICE: Advice = Advice {
+    missing: "the remote asks for credentials: give --password-file (HTTPS token) or --ssh-key-file",
+    rejected: "the remote rejected the credentials (check --username, --password-file, --ssh-key-file)",
+};
 
 #[cfg(test)]
 mod tests {
@@ -438,29 +389,5 @@ mod tests {
         );
         assert_eq!(resolve(&heads, "nope"), None);
         assert_eq!(known_refs(&heads), "HEAD, main, v1");
-    }
-
-    #[test]
-    fn redacts_userinfo() {
-        assert_eq!(
-            redact("https://u:tok@h.example/r.git"),
-            "https://***@h.example/r.git"
-        );
-        assert_eq!(redact("https://h.example/a@b"), "https://h.example/a@b");
-        assert_eq!(redact("/srv/repo.git"), "/srv/repo.git");
-    }
-
-    #[test]
-    fn local_urls() {
-        for url in ["file:///srv/r.git", "/srv/r.git", "../r.git"] {
-            assert!(is_local(url), "{url}");
-        }
-        for url in [
-            "https://h.example/r.git",
-            "git://127.0.0.1/r.git",
-            "git@h.example:o/r.git",
-        ] {
-            assert!(!is_local(url), "{url}");
-        }
     }
 }
