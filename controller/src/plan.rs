@@ -497,7 +497,8 @@ fn on_lambda(
         template: &facts.modelsync.spec.pipeline_run_template,
         params: &params,
         answer: answer_value,
-        decided_at: &answer.at.wall.to_rfc3339_opts(SecondsFormat::Secs, true),
+        // Microseconds: runs decided within one second must still order by decision.
+        decided_at: &answer.at.wall.to_rfc3339_opts(SecondsFormat::Micros, true),
     });
     match body {
         Err(e) => obs.phase = Phase::InvalidTemplate(e.0),

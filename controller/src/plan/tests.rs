@@ -57,6 +57,7 @@ fn run(name: &str, result: RunResult, completed: Option<i64>, model: &str) -> Ar
         name: name.into(),
         uid: Some(format!("{name}-uid")),
         created: Some(at(-600).wall),
+        decided_at: None,
         controller_uid: Some(UID.into()),
         result,
         cancel_requested: false,
