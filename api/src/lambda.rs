@@ -83,6 +83,9 @@ where
 pub enum AnswerError {
     /// The lambda answered with a status other than 2xx.
     Status { code: u16, body: String },
+    /// The lambda answered with a redirect (3xx). Redirects are never followed: a lambda that
+    /// moved could point the controller anywhere, past the egress rules' first look.
+    Redirect { code: u16, location: Option<String> },
     /// The body is longer than [`MAX_ANSWER_BYTES`].
     TooLarge { bytes: usize },
     /// The body is not JSON at all.
@@ -104,6 +107,7 @@ impl AnswerError {
     pub fn kind(&self) -> &'static str {
         match self {
             AnswerError::Status { .. } => "status",
+            AnswerError::Redirect { .. } => "redirect",
             AnswerError::TooLarge { .. } => "too_large",
             AnswerError::NotJson { .. } => "not_json",
             AnswerError::NotObject { .. } => "not_object",
@@ -122,6 +126,21 @@ impl std::fmt::Display for AnswerError {
             AnswerError::Status { code, body } => {
                 write!(f, "lambda answered HTTP {code}, expected 200: {body}")
             }
+            AnswerError::Redirect {
+                code,
+                location: Some(location),
+            } => write!(
+                f,
+                "lambda answered HTTP {code} redirecting to {location}; redirects are not \
+                 followed: set the URL to where the lambda answers"
+            ),
+            AnswerError::Redirect {
+                code,
+                location: None,
+            } => write!(
+                f,
+                "lambda answered HTTP {code}, a redirect without a Location, expected 200"
+            ),
             AnswerError::TooLarge { bytes } => write!(
                 f,
                 "answer is {bytes} bytes, more than the {MAX_ANSWER_BYTES} bytes a lambda may send"
@@ -149,8 +168,28 @@ impl std::fmt::Display for AnswerError {
 
 impl std::error::Error for AnswerError {}
 
-/// The longest part of an error body quoted back in [`AnswerError::Status`].
+/// The longest part of an error body (or a redirect's `Location`) quoted back in an
+/// [`AnswerError`]: conditions and events stay small whatever a lambda sends.
 const QUOTED_BODY_CHARS: usize = 200;
+
+fn capped(text: &str) -> String {
+    let text = text.trim();
+    let mut quoted: String = text.chars().take(QUOTED_BODY_CHARS).collect();
+    if quoted.len() < text.len() {
+        quoted.push_str("...");
+    }
+    quoted
+}
+
+impl AnswerError {
+    /// A 3xx answer, its `Location` (if any) cut to a quotable length.
+    pub fn redirect(code: u16, location: Option<&str>) -> Self {
+        AnswerError::Redirect {
+            code,
+            location: location.map(capped),
+        }
+    }
+}
 
 /// Checks a lambda's reply against the protocol and returns the answer, or what was wrong.
 ///
@@ -160,15 +199,9 @@ pub fn parse_answer(status: u16, body: &[u8]) -> Result<NeedsSyncAnswer, AnswerE
         return Err(AnswerError::TooLarge { bytes: body.len() });
     }
     if !(200..300).contains(&status) {
-        let text = String::from_utf8_lossy(body);
-        let text = text.trim();
-        let mut quoted: String = text.chars().take(QUOTED_BODY_CHARS).collect();
-        if quoted.len() < text.len() {
-            quoted.push_str("...");
-        }
         return Err(AnswerError::Status {
             code: status,
-            body: quoted,
+            body: capped(&String::from_utf8_lossy(body)),
         });
     }
     let value: serde_json::Value =
@@ -299,6 +332,31 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+
+    #[test]
+    fn redirects_name_their_location_capped() {
+        let moved = AnswerError::redirect(302, Some("http://elsewhere/x"));
+        assert_eq!(moved.kind(), "redirect");
+        assert_eq!(
+            moved.to_string(),
+            "lambda answered HTTP 302 redirecting to http://elsewhere/x; redirects are not \
+             followed: set the URL to where the lambda answers"
+        );
+        let long = format!("http://h/{}", "x".repeat(500));
+        let AnswerError::Redirect {
+            location: Some(quoted),
+            ..
+        } = AnswerError::redirect(301, Some(&long))
+        else {
+            panic!("a redirect");
+        };
+        assert_eq!(quoted.chars().count(), QUOTED_BODY_CHARS + 3);
+        assert!(
+            AnswerError::redirect(307, None)
+                .to_string()
+                .contains("HTTP 307, a redirect without a Location")
+        );
     }
 
     #[test]

@@ -2,14 +2,21 @@
 //! deadline, and a cap on the answer's size. The controller and `modelsync lambda-check` both
 //! use this client, so they send the same request and judge the reply the same way. Any
 //! failure is an error with a message saying exactly what went wrong; an error is never read
-//! as "no".
+//! as "no". Redirects are reported, never followed; with [`EgressRules`] the client connects
+//! only to addresses they allow (the resolver in `egress_resolver` drops the others).
 
+mod egress_resolver;
+
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::egress::{EgressRules, Refusal};
 use crate::lambda::{
     AnswerError, HEADER_LAST_RUN, HEADER_NAME, HEADER_NAMESPACE, MAX_ANSWER_BYTES, NeedsSyncAnswer,
     parse_answer,
 };
+use egress_resolver::{GuardedResolver, Refused};
 
 /// Characters of a bad answer quoted in messages.
 const EXCERPT_CHARS: usize = 120;
@@ -33,6 +40,9 @@ pub enum FailureKind {
     Unavailable,
     /// The lambda answered, but not as the protocol says (`InvalidLambdaResponse`).
     InvalidResponse,
+    /// The egress rules refused the lambda's address; no connection was made
+    /// (`LambdaURLDenied`).
+    Denied,
 }
 
 /// Why a lambda call did not give an answer.
@@ -40,6 +50,8 @@ pub enum FailureKind {
 pub enum CallError {
     /// No HTTP answer: refused connection, unknown host, reset.
     Unreachable { url: String, detail: String },
+    /// The egress rules refused every address of the lambda, before any connection.
+    Denied { url: String, refusal: Refusal },
     /// No complete answer within `lambdaTimeout`.
     Timeout { url: String, timeout: Duration },
     /// The body exceeded [`MAX_ANSWER_BYTES`]; reading stopped there.
@@ -58,8 +70,9 @@ impl CallError {
     pub fn kind(&self) -> FailureKind {
         match self {
             CallError::Unreachable { .. } | CallError::Timeout { .. } => FailureKind::Unavailable,
+            CallError::Denied { .. } => FailureKind::Denied,
             CallError::Answer {
-                error: AnswerError::Status { .. },
+                error: AnswerError::Status { .. } | AnswerError::Redirect { .. },
                 ..
             } => FailureKind::Unavailable,
             CallError::TooLarge { .. } | CallError::Answer { .. } => FailureKind::InvalidResponse,
@@ -70,6 +83,7 @@ impl CallError {
     pub fn metric_label(&self) -> &'static str {
         match self {
             CallError::Unreachable { .. } => "unreachable",
+            CallError::Denied { .. } => "denied",
             CallError::Timeout { .. } => "timeout",
             CallError::TooLarge { .. } => "too_large",
             CallError::Answer { error, .. } => error.kind(),
@@ -83,6 +97,10 @@ impl CallError {
             CallError::Unreachable { url, detail } => {
                 format!("lambda GET {url} failed: {detail}; is the lambda's Service up?")
             }
+            CallError::Denied { url, refusal } => format!(
+                "lambda GET {url} was refused before connecting: {refusal}; change needsSyncUrl \
+                 or the controller's --lambda-allow-cidrs / --lambda-deny-cidrs"
+            ),
             CallError::Timeout { url, timeout } => format!(
                 "lambda GET {url} did not answer within {}s (spec.lambdaTimeout)",
                 timeout.as_secs_f64()
@@ -93,7 +111,7 @@ impl CallError {
             ),
             CallError::Answer {
                 url,
-                error: error @ AnswerError::Status { .. },
+                error: error @ (AnswerError::Status { .. } | AnswerError::Redirect { .. }),
                 ..
             } => format!("lambda GET {url}: {error}"),
             CallError::Answer {
@@ -122,14 +140,20 @@ impl std::fmt::Display for CallError {
 
 impl std::error::Error for CallError {}
 
-/// How to build a [`LambdaClient`].
-#[derive(Clone, Copy, Debug)]
+/// How to build a [`LambdaClient`]. Deliberately not `Debug`: it may hold a private key.
+#[derive(Clone, Copy, Default)]
 pub struct ClientOptions<'a> {
     /// Sent as `User-Agent`, so a lambda's logs say who asked.
     pub user_agent: &'a str,
     /// PEM certificates trusted in addition to the system roots, for an https lambda whose
     /// certificate a private CA signed (a Secret's `ca.crt`).
     pub extra_ca_pem: Option<&'a [u8]>,
+    /// A client certificate chain and its private key, PEM, for a lambda behind mutual TLS (a
+    /// Secret's `tls.crt` and `tls.key` together).
+    pub client_identity_pem: Option<&'a [u8]>,
+    /// Connect only to addresses these rules allow. Proxies named in the environment are then
+    /// not used: a proxy would connect on the client's behalf, to an address never checked.
+    pub egress: Option<&'a EgressRules>,
 }
 
 /// Why a [`LambdaClient`] could not be built.
@@ -143,6 +167,12 @@ pub enum SetupError {
     /// The CA bundle is not valid PEM.
     #[error("the CA bundle is not a valid PEM certificate: {0}")]
     BadCertificate(String),
+    /// The client certificate and key are not a PEM certificate chain with its private key.
+    #[error(
+        "the client certificate is not usable: {0}; give a PEM certificate chain and its \
+         PEM private key (PKCS#8, PKCS#1 or SEC1)"
+    )]
+    BadIdentity(String),
     /// The HTTP client refused the settings (for example a TLS backend without extra roots).
     #[error("building the HTTP client for lambdas failed: {0}")]
     Build(String),
@@ -152,6 +182,8 @@ pub enum SetupError {
 #[derive(Clone)]
 pub struct LambdaClient {
     http: reqwest::Client,
+    /// Also checked here for URLs whose host is an address: no resolver is asked for those.
+    egress: Option<Arc<EgressRules>>,
 }
 
 /// A protocol-conforming reply and what `lambda-check` reports besides the answer.
@@ -167,7 +199,7 @@ impl LambdaClient {
     pub fn new(user_agent: &str) -> Self {
         Self::with_options(&ClientOptions {
             user_agent,
-            extra_ca_pem: None,
+            ..ClientOptions::default()
         })
         .expect("a client with static settings and no extra CA builds")
     }
@@ -176,7 +208,8 @@ impl LambdaClient {
         let mut builder = reqwest::Client::builder()
             .user_agent(options.user_agent)
             .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(90));
+            .pool_idle_timeout(Duration::from_secs(90))
+            .redirect(reqwest::redirect::Policy::none());
         if let Some(pem) = options.extra_ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| SetupError::BadCertificate(describe(&e)))?;
@@ -185,10 +218,25 @@ impl LambdaClient {
             }
             builder = builder.tls_certs_merge(certs);
         }
+        if let Some(pem) = options.client_identity_pem {
+            let identity = reqwest::Identity::from_pem(pem)
+                .map_err(|e| SetupError::BadIdentity(describe(&e)))?;
+            builder = builder.identity(identity);
+        }
+        let egress = options.egress.map(|rules| Arc::new(rules.clone()));
+        if let Some(rules) = &egress {
+            builder = builder
+                .dns_resolver(GuardedResolver::new(rules.clone()))
+                .no_proxy();
+        }
         let http = builder
             .build()
-            .map_err(|e| SetupError::Build(describe(&e)))?;
-        Ok(LambdaClient { http })
+            .map_err(|e| match options.client_identity_pem {
+                // rustls checks that the key belongs to the certificate only here.
+                Some(_) => SetupError::BadIdentity(describe(&e)),
+                None => SetupError::Build(describe(&e)),
+            })?;
+        Ok(LambdaClient { http, egress })
     }
 
     /// Asks the lambda; `Ok` only for an answer that follows the protocol.
@@ -210,6 +258,12 @@ impl LambdaClient {
 
     async fn ask_inner(&self, ask: &Ask<'_>, started: Instant) -> Result<Reply, CallError> {
         let url = || ask.url.to_owned();
+        if let (Some(rules), Some(ip)) = (&self.egress, literal_ip(ask.url)) {
+            rules.check(ip).map_err(|refusal| CallError::Denied {
+                url: url(),
+                refusal,
+            })?;
+        }
         let mut req = self
             .http
             .get(ask.url)
@@ -223,11 +277,21 @@ impl LambdaClient {
             // reqwest marks the header sensitive, so it is left out of its debug output.
             req = req.bearer_auth(token);
         }
-        let mut res = req.send().await.map_err(|e| CallError::Unreachable {
-            url: url(),
-            detail: describe(&e),
+        let mut res = req.send().await.map_err(|e| match cause::<Refused>(&e) {
+            Some(Refused(refusal)) => CallError::Denied {
+                url: url(),
+                refusal: refusal.clone(),
+            },
+            None => CallError::Unreachable {
+                url: url(),
+                detail: describe(&e),
+            },
         })?;
         let status = res.status().as_u16();
+        let mut location = res
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let content_type = res
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -251,7 +315,16 @@ impl LambdaClient {
                 }
             }
         }
-        let answer = parse_answer(status, &body).map_err(|error| CallError::Answer {
+        // A lambda that echoes the token it was sent must not carry it into status or events.
+        if let Some(token) = ask.bearer_token.filter(|t| !t.is_empty()) {
+            body = redacted(&body, token.as_bytes());
+            location = location.map(|l| l.replace(token, REDACTED));
+        }
+        let verdict = match status {
+            300..=399 => Err(AnswerError::redirect(status, location.as_deref())),
+            _ => parse_answer(status, &body),
+        };
+        let answer = verdict.map_err(|error| CallError::Answer {
             url: url(),
             error,
             excerpt: excerpt(&body),
@@ -262,6 +335,48 @@ impl LambdaClient {
             content_type,
         })
     }
+}
+
+/// What stands in for a credential in quoted text.
+const REDACTED: &str = "[redacted]";
+
+fn redacted(body: &[u8], secret: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest = body;
+    while !rest.is_empty() {
+        if rest.starts_with(secret) {
+            out.extend_from_slice(REDACTED.as_bytes());
+            rest = &rest[secret.len()..];
+        } else {
+            out.push(rest[0]);
+            rest = &rest[1..];
+        }
+    }
+    out
+}
+
+/// The address a URL names as its host, if it names one rather than a name to resolve.
+fn literal_ip(url: &str) -> Option<IpAddr> {
+    let url = reqwest::Url::parse(url).ok()?;
+    let host = url.host_str()?;
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
+/// The first error of type `T` in `e`'s chain of sources.
+fn cause<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
+        }
+        next = err.source();
+    }
+    None
 }
 
 /// The innermost cause: reqwest's own message ("error sending request") says little.
@@ -340,6 +455,58 @@ mod tests {
             .kind(),
             FailureKind::InvalidResponse
         );
+    }
+
+    #[test]
+    fn refusals_and_redirects_have_their_own_kind_and_message() {
+        let refusal = EgressRules::default()
+            .check("169.254.169.254".parse().unwrap())
+            .unwrap_err();
+        let denied = CallError::Denied {
+            url: "http://169.254.169.254/latest".into(),
+            refusal,
+        };
+        assert_eq!(denied.kind(), FailureKind::Denied);
+        assert_eq!(denied.metric_label(), "denied");
+        assert_eq!(
+            denied.condition_message(),
+            "lambda GET http://169.254.169.254/latest was refused before connecting: address \
+             169.254.169.254 is in 169.254.0.0/16 of --lambda-deny-cidrs; change needsSyncUrl or \
+             the controller's --lambda-allow-cidrs / --lambda-deny-cidrs"
+        );
+        let moved = answer_error(AnswerError::redirect(302, Some("http://else/where")), b"");
+        assert_eq!(moved.kind(), FailureKind::Unavailable);
+        assert_eq!(moved.metric_label(), "redirect");
+        assert!(
+            moved.condition_message().starts_with(
+                "lambda GET http://l/x: lambda answered HTTP 302 redirecting to http://else/where;"
+            ),
+            "{moved}"
+        );
+    }
+
+    #[test]
+    fn literal_addresses_are_recognised_and_names_are_not() {
+        let cases = [
+            ("http://169.254.169.254/latest", Some("169.254.169.254")),
+            ("http://[fe80::1]:8080/x", Some("fe80::1")),
+            // The URL parser reads other spellings of an IPv4 address as that address.
+            ("http://0xa9.254.169.254/", Some("169.254.169.254")),
+            ("https://lambda.ml.svc/needsTrain", None),
+            ("not a url", None),
+        ];
+        for (url, want) in cases {
+            assert_eq!(literal_ip(url), want.map(|w| w.parse().unwrap()), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_secret_in_a_body_is_replaced_wherever_it_occurs() {
+        assert_eq!(
+            redacted(b"tok tok-x xtok", b"tok"),
+            b"[redacted] [redacted]-x x[redacted]"
+        );
+        assert_eq!(redacted(b"nothing here", b"tok"), b"nothing here");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Types that cross crate boundaries in modelsync: the lambda protocol spoken between the
-//! controller and needs-sync lambdas, the ModelSync resource, and the slice of Tekton's
-//! PipelineRun that modelsync reads and writes.
+//! controller and needs-sync lambdas, the ModelSync resource, the slice of Tekton's
+//! PipelineRun that modelsync reads and writes, and the egress rules for lambda calls.
 
+pub mod egress;
 pub mod lambda;
 #[cfg(feature = "client")]
 pub mod lambda_client;

@@ -91,6 +91,12 @@ pub struct ModelSyncSpec {
     #[serde(default = "default_lambda_timeout")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub lambda_timeout: String,
+
+    /// A Secret in this namespace with the lambda's credentials, each key optional: `token`
+    /// (sent as `Authorization: Bearer`), `ca.crt` (trusted for an https lambda besides the
+    /// system roots), `tls.crt` and `tls.key` (a client certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lambda_secret_ref: Option<SecretRef>,
 }
 
 fn default_poll_interval() -> String {
@@ -104,6 +110,14 @@ fn default_failed_history() -> i32 {
 }
 fn default_lambda_timeout() -> String {
     "10s".to_owned()
+}
+
+/// Names a Secret in the ModelSync's own namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SecretRef {
+    /// The Secret's name.
+    #[schemars(length(min = 1))]
+    pub name: String,
 }
 
 /// Maps one key of the lambda's answer to one pipeline param.

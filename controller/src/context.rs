@@ -1,11 +1,12 @@
-//! What every pass shares: the API client, the run index, the lambda client, the event
+//! What every pass shares: the API client, the run index, the lambda clients, the event
 //! recorder, the metrics and the schedule.
 
 use std::sync::Arc;
 
 use kube::runtime::events::Recorder;
-use modelsync_api::lambda_client::LambdaClient;
+use modelsync_api::egress::EgressRules;
 
+use crate::lambda_clients::LambdaClients;
 use crate::metrics::Metrics;
 use crate::run_index::RunIndex;
 use crate::schedule::Schedule;
@@ -14,7 +15,7 @@ use crate::schedule::Schedule;
 pub struct Context {
     pub client: kube::Client,
     pub runs: RunIndex,
-    pub lambda: LambdaClient,
+    pub lambdas: LambdaClients,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub schedule: Schedule,
@@ -26,11 +27,12 @@ impl Context {
         runs: RunIndex,
         recorder: Recorder,
         metrics: Arc<Metrics>,
+        egress: EgressRules,
     ) -> Self {
         Context {
+            lambdas: LambdaClients::new(client.clone(), egress),
             client,
             runs,
-            lambda: LambdaClient::new(concat!("modelsync-controller/", env!("CARGO_PKG_VERSION"))),
             recorder,
             metrics,
             schedule: Schedule::default(),

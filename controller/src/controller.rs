@@ -12,6 +12,7 @@ use futures::StreamExt;
 use kube::runtime::controller::Config;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client};
+use modelsync_api::egress::{CidrList, DEFAULT_DENY, EgressRules};
 use tracing::{info, warn};
 
 use crate::metrics::Metrics;
@@ -48,6 +49,15 @@ pub struct ControllerArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "MODELSYNC_LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// CIDRs a lambda's address must be in, comma-separated; empty allows any address the
+    /// deny list does not refuse.
+    #[arg(long, default_value = "", env = "MODELSYNC_LAMBDA_ALLOW_CIDRS")]
+    pub lambda_allow_cidrs: CidrList,
+    /// CIDRs no lambda call may connect to, comma-separated; checked after name resolution,
+    /// on the address connected to. Wins over the allow list. The default keeps cloud metadata
+    /// services (link-local addresses) out of reach.
+    #[arg(long, default_value = DEFAULT_DENY, env = "MODELSYNC_LAMBDA_DENY_CIDRS")]
+    pub lambda_deny_cidrs: CidrList,
 }
 
 pub use modelsync_telemetry::LogFormat;
@@ -112,6 +122,10 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
         index.clone(),
         Recorder::new(client.clone(), reporter),
         metrics.clone(),
+        EgressRules {
+            allow: args.lambda_allow_cidrs.clone(),
+            deny: args.lambda_deny_cidrs.clone(),
+        },
     ));
     let (controller, listed) = watches::controller(
         modelsyncs,
@@ -129,6 +143,8 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
     info!(
         namespace = args.namespace.as_deref().unwrap_or("(all)"),
         concurrency = args.concurrency,
+        lambda_allow_cidrs = %args.lambda_allow_cidrs,
+        lambda_deny_cidrs = %args.lambda_deny_cidrs,
         "modelsync controller starting"
     );
     // The Lease is renewed in its own task (a shutdown future must be Sync, which one making

@@ -5,11 +5,14 @@
 //! its runs from [`run_index`], its [`schedule`] entry, the clocks, the lambda's answer),
 //! [`plan`] decides with the pure helpers [`template`], [`runs`] and [`status`], and
 //! [`actions`] carries the plan out. The wiring around it is [`admin`], [`lease`] and
-//! [`watches`]; the lambda client is `modelsync_api::lambda_client`.
+//! [`watches`]; the lambda client is `modelsync_api::lambda_client`, one per credentials Secret
+//! ([`lambda_clients`], [`credentials`]).
 
 pub mod actions;
 pub mod admin;
 pub mod context;
+pub mod credentials;
+pub mod lambda_clients;
 pub mod lease;
 pub mod metrics;
 pub mod plan;

@@ -21,6 +21,7 @@ use modelsync_api::modelsync::{
     RunResult, RunSummary,
 };
 
+use crate::credentials::SecretError;
 use crate::runs::{OwnedRuns, RunRecord, summary};
 use crate::schedule::Entry;
 use crate::status::{Observation, Phase};
@@ -157,8 +158,46 @@ impl Now {
 /// The lambda's answer, or why there is none, and when it came.
 #[derive(Debug)]
 pub struct Answer {
-    pub result: Result<NeedsSyncAnswer, CallError>,
+    pub result: Result<NeedsSyncAnswer, AskError>,
     pub at: Now,
+}
+
+/// Why a pass has no answer from the lambda. Each kind is its own `Ready` reason; none starts
+/// a run, all are retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    /// The Secret with the lambda's credentials cannot be used, so the lambda was not asked
+    /// (`LambdaSecretError`).
+    #[error("{0}")]
+    Secret(SecretError),
+    /// The call failed, was refused by the egress rules before connecting
+    /// (`LambdaURLDenied`), or its answer broke the protocol.
+    #[error("{0}")]
+    Call(CallError),
+}
+
+impl AskError {
+    /// A short label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            AskError::Secret(_) => "secret",
+            AskError::Call(e) => e.metric_label(),
+        }
+    }
+
+    /// Where the failure leaves the ModelSync.
+    pub fn phase(&self) -> Phase {
+        let call = match self {
+            AskError::Secret(e) => return Phase::LambdaSecretError(e.to_string()),
+            AskError::Call(call) => call,
+        };
+        let message = call.condition_message();
+        match call.kind() {
+            FailureKind::Unavailable => Phase::LambdaError(message),
+            FailureKind::InvalidResponse => Phase::InvalidLambdaResponse(message),
+            FailureKind::Denied => Phase::LambdaUrlDenied(message),
+        }
+    }
 }
 
 /// Everything one pass decides from.
@@ -444,11 +483,7 @@ fn on_lambda(
                 "{e}; retrying in {:?}",
                 backoff_due.saturating_duration_since(now.mono)
             ));
-            let message = e.condition_message();
-            obs.phase = match e.kind() {
-                FailureKind::Unavailable => Phase::LambdaError(message),
-                FailureKind::InvalidResponse => Phase::InvalidLambdaResponse(message),
-            };
+            obs.phase = e.phase();
             return;
         }
     };
@@ -497,7 +532,8 @@ fn on_lambda(
         template: &facts.modelsync.spec.pipeline_run_template,
         params: &params,
         answer: answer_value,
-        decided_at: &answer.at.wall.to_rfc3339_opts(SecondsFormat::Secs, true),
+        // Microseconds: runs decided within one second must still order by decision.
+        decided_at: &answer.at.wall.to_rfc3339_opts(SecondsFormat::Micros, true),
     });
     match body {
         Err(e) => obs.phase = Phase::InvalidTemplate(e.0),

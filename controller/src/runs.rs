@@ -5,7 +5,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use kube::ResourceExt;
 use modelsync_api::PipelineRun;
-use modelsync_api::modelsync::{ANNOTATION_PARAMETERS, RunResult, RunSummary};
+use modelsync_api::modelsync::{
+    ANNOTATION_DECIDED_AT, ANNOTATION_PARAMETERS, RunResult, RunSummary,
+};
 
 /// What the controller keeps of a PipelineRun: only what it reads. A run as Kubernetes sends
 /// it costs about 2 KB of heap even in the partial [`PipelineRun`] type (label and annotation
@@ -15,6 +17,10 @@ pub struct RunRecord {
     pub name: String,
     pub uid: Option<String>,
     pub created: Option<DateTime<Utc>>,
+    /// When the controller decided to start the run (the `modelsync.dev/decided-at`
+    /// annotation), to the microsecond: `creationTimestamp` has whole seconds only, too coarse
+    /// to order runs that start and finish within one second.
+    pub decided_at: Option<DateTime<Utc>>,
     /// The uid of the run's controlling owner, if any.
     pub controller_uid: Option<String>,
     pub result: RunResult,
@@ -26,6 +32,14 @@ pub struct RunRecord {
     pub parameters: Option<String>,
 }
 
+impl RunRecord {
+    /// What orders a ModelSync's runs, oldest first: the decision time, else (a run made by
+    /// hand) the creation time, then the name so the order is at least stable.
+    fn age_order(&self) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>, &str) {
+        (self.decided_at.or(self.created), self.created, &self.name)
+    }
+}
+
 impl From<&PipelineRun> for RunRecord {
     fn from(run: &PipelineRun) -> Self {
         let status = run.status.as_ref();
@@ -35,6 +49,11 @@ impl From<&PipelineRun> for RunRecord {
             created: run.metadata.creation_timestamp.as_ref().and_then(|t| {
                 DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond() as u32)
             }),
+            decided_at: run
+                .annotations()
+                .get(ANNOTATION_DECIDED_AT)
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.to_utc()),
             controller_uid: run
                 .owner_references()
                 .iter()
@@ -57,8 +76,7 @@ pub struct OwnedRuns {
 
 impl OwnedRuns {
     pub fn new(mut runs: Vec<Arc<RunRecord>>) -> Self {
-        // Runs created in the same second are ordered by name, which is at least stable.
-        runs.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.name.cmp(&b.name)));
+        runs.sort_by(|a, b| a.age_order().cmp(&b.age_order()));
         OwnedRuns { runs }
     }
 
@@ -107,7 +125,7 @@ impl OwnedRuns {
             .chain(failed.into_iter().skip(keep_failed))
             .filter(|r| Some(r.name.as_str()) != newest_ok)
             .collect();
-        doomed.sort_by_key(|r| r.created);
+        doomed.sort_by(|a, b| a.age_order().cmp(&b.age_order()));
         doomed.into_iter().map(|r| r.name.clone()).collect()
     }
 }
@@ -191,6 +209,56 @@ mod tests {
         ]);
         assert_eq!(runs.to_collect(2, 1), ["s1", "s2", "f1"]);
         assert_eq!(runs.to_collect(10, 10), Vec::<String>::new());
+    }
+
+    /// Two runs decided 300 ms apart within one second of `creationTimestamp`, the newer with
+    /// the name that sorts first.
+    fn same_second(older: &str, newer: &str) -> Vec<Arc<RunRecord>> {
+        [
+            (older, "2027-01-15T08:00:00.400000Z"),
+            (newer, "2027-01-15T08:00:00.700000Z"),
+        ]
+        .into_iter()
+        .map(|(name, decided)| {
+            let mut r = pipelinerun(name, 0, OK);
+            r.annotations_mut()
+                .insert(ANNOTATION_DECIDED_AT.into(), decided.into());
+            Arc::new(RunRecord::from(&r))
+        })
+        .collect()
+    }
+
+    #[test]
+    fn runs_of_one_second_are_ordered_by_decision_time_not_name() {
+        let runs = OwnedRuns::new(same_second("zz-older", "aa-newer"));
+        assert_eq!(runs.all()[0].created, runs.all()[1].created);
+        assert_eq!(runs.newest().unwrap().name, "aa-newer");
+        assert_eq!(runs.newest_successful().unwrap().name, "aa-newer");
+        assert_eq!(runs.to_collect(0, 0), ["zz-older"]);
+        let mut both = same_second("zz-2", "aa-3");
+        both.extend(same_second("zz-0", "aa-1").into_iter().map(|r| {
+            let mut r = (*r).clone();
+            r.decided_at = r
+                .decided_at
+                .map(|t| t - chrono::Duration::milliseconds(350));
+            Arc::new(r)
+        }));
+        let order: Vec<_> = OwnedRuns::new(both)
+            .all()
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
+        assert_eq!(order, ["zz-0", "aa-1", "zz-2", "aa-3"]);
+    }
+
+    #[test]
+    fn runs_without_a_decision_time_fall_back_to_creation() {
+        let mut decided = (*run("decided", 50, OK)).clone();
+        decided.decided_at = decided.created;
+        let by_hand = run("by-hand", 5, OK);
+        assert_eq!(by_hand.decided_at, None);
+        let runs = OwnedRuns::new(vec![by_hand, Arc::new(decided)]);
+        assert_eq!(runs.newest().unwrap().name, "by-hand");
     }
 
     #[test]

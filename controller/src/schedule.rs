@@ -40,6 +40,7 @@ impl PendingRun {
             name: self.name.clone(),
             uid: self.uid.clone(),
             created: Some(self.created),
+            decided_at: Some(self.created),
             controller_uid: Some(owner_uid.to_owned()),
             result: RunResult::Running,
             cancel_requested: false,

@@ -19,6 +19,12 @@ pub enum Phase {
     /// The lambda could not be asked, or did not answer properly; retried with backoff.
     LambdaError(String),
     InvalidLambdaResponse(String),
+    /// The Secret `spec.lambdaSecretRef` names is missing, unreadable, or lacks a key; the
+    /// lambda is not asked. Retried with backoff.
+    LambdaSecretError(String),
+    /// The egress rules refuse the lambda's address; no connection was made. Retried with
+    /// backoff, since a name may resolve elsewhere later.
+    LambdaUrlDenied(String),
     /// The template cannot become a run until the spec changes.
     InvalidTemplate(String),
     /// Several active runs carry this ModelSync's label: none is started until one remains.
@@ -33,6 +39,8 @@ impl Phase {
             Phase::Suspended => "Suspended",
             Phase::LambdaError(_) => "LambdaError",
             Phase::InvalidLambdaResponse(_) => "InvalidLambdaResponse",
+            Phase::LambdaSecretError(_) => "LambdaSecretError",
+            Phase::LambdaUrlDenied(_) => "LambdaURLDenied",
             Phase::InvalidTemplate(_) => "InvalidTemplate",
             Phase::TooManyActiveRuns(_) => "TooManyActiveRuns",
         }
@@ -45,6 +53,8 @@ impl Phase {
             Phase::Suspended => "suspended: no lambda calls and no new runs".into(),
             Phase::LambdaError(m)
             | Phase::InvalidLambdaResponse(m)
+            | Phase::LambdaSecretError(m)
+            | Phase::LambdaUrlDenied(m)
             | Phase::InvalidTemplate(m)
             | Phase::TooManyActiveRuns(m) => m.clone(),
         }
@@ -55,7 +65,10 @@ impl Phase {
         match self {
             Phase::Idle | Phase::Suspended => (true, false, false),
             Phase::RunActive(_) => (true, true, false),
-            Phase::LambdaError(_) | Phase::InvalidLambdaResponse(_) => (false, false, false),
+            Phase::LambdaError(_)
+            | Phase::InvalidLambdaResponse(_)
+            | Phase::LambdaSecretError(_)
+            | Phase::LambdaUrlDenied(_) => (false, false, false),
             Phase::InvalidTemplate(_) | Phase::TooManyActiveRuns(_) => (false, false, true),
         }
     }
@@ -65,9 +78,11 @@ impl Phase {
     /// restart, so this reads it back; other reasons are not carried over.
     pub fn still_reported(conditions: &[Condition]) -> Option<Phase> {
         let ready = conditions.iter().find(|c| c.type_ == "Ready")?;
-        let carried: [fn(String) -> Phase; 3] = [
+        let carried: [fn(String) -> Phase; 5] = [
             Phase::LambdaError,
             Phase::InvalidLambdaResponse,
+            Phase::LambdaSecretError,
+            Phase::LambdaUrlDenied,
             Phase::InvalidTemplate,
         ];
         carried
@@ -227,6 +242,8 @@ pub fn events(prev: &ModelSyncStatus, next: &ModelSyncStatus, obs: &Observation)
         }),
         Phase::LambdaError(m)
         | Phase::InvalidLambdaResponse(m)
+        | Phase::LambdaSecretError(m)
+        | Phase::LambdaUrlDenied(m)
         | Phase::InvalidTemplate(m)
         | Phase::TooManyActiveRuns(m)
             if ready_changed =>

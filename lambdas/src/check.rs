@@ -90,6 +90,7 @@ enum CheckError {
 fn call_problem(e: &CallError) -> String {
     match e {
         CallError::Unreachable { detail, .. } => format!("calling the lambda: {detail}"),
+        CallError::Denied { refusal, .. } => format!("not called: {refusal}"),
         CallError::Timeout { timeout, .. } => {
             format!("no answer within {}", humantime::format_duration(*timeout))
         }
@@ -112,6 +113,7 @@ async fn check_call(args: &LambdaCheckArgs) -> Result<Report, CheckError> {
     let client = LambdaClient::with_options(&ClientOptions {
         user_agent: concat!("modelsync-lambda-check/", env!("CARGO_PKG_VERSION")),
         extra_ca_pem: ca.as_deref(),
+        ..ClientOptions::default()
     })
     .map_err(|source| CheckError::Setup {
         path: args

@@ -57,33 +57,63 @@ async fn scenario(models: &Path, url: &str) {
     );
 }
 
-#[tokio::test]
-async fn python_example_follows_the_protocol() {
-    let models = tempfile::tempdir().unwrap();
-    let script = examples().join("python/lambda.py");
-    let models_arg = models.path().display().to_string();
-    let mut lambda = Guarded::spawn(
-        "python3",
-        &[
-            &script.display().to_string(),
-            "--models",
-            &models_arg,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-        ],
-        models.path(),
+/// With `--token-file`, an example answers only callers sending that token, as the
+/// controller does with the `token` of a ModelSync's lambda Secret.
+async fn token_scenario(dir: &Path, url: &str) {
+    let err = check(&args(url, None)).await.unwrap_err();
+    assert!(
+        err.starts_with("lambda answered HTTP 401, expected 200"),
+        "{err}"
     );
-    let line = lambda.wait_for_line("listening on ");
-    let url = format!("{}/needsTrain", line.trim_start_matches("listening on "));
-    scenario(models.path(), &url).await;
+    assert!(err.contains("missing or wrong bearer token"), "{err}");
+    let with = |token: &str| {
+        let file = dir.join(format!("caller-{token}"));
+        std::fs::write(&file, format!("{token}\n")).unwrap();
+        LambdaCheckArgs {
+            bearer_token_file: Some(file),
+            ..args(url, Some(true))
+        }
+    };
+    let err = check(&with("guess")).await.unwrap_err();
+    assert!(err.starts_with("lambda answered HTTP 401"), "{err}");
+    let report = check(&with(EXAMPLE_TOKEN))
+        .await
+        .unwrap_or_else(|e| panic!("with the token: {e}"));
+    assert_eq!(report.answer.reason.as_deref(), Some("no model exists yet"));
 }
 
-#[tokio::test]
-async fn go_example_follows_the_protocol() {
-    let build = tempfile::tempdir().unwrap();
-    let binary = build.path().join("lambda");
+const EXAMPLE_TOKEN: &str = "example-token-4d2a";
+
+/// `--token-file` holding [`EXAMPLE_TOKEN`], as a mounted Secret would.
+fn token_file(dir: &Path) -> String {
+    let file = dir.join("lambda-token");
+    std::fs::write(&file, format!("{EXAMPLE_TOKEN}\n")).unwrap();
+    file.display().to_string()
+}
+
+/// The Python example over `models`, with `extra` flags; its URL.
+fn start_python(models: &Path, extra: &[&str]) -> (Guarded, String) {
+    let script = examples().join("python/lambda.py").display().to_string();
+    let models_arg = models.display().to_string();
+    let mut argv = vec![
+        script.as_str(),
+        "--models",
+        &models_arg,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+    ];
+    argv.extend(extra);
+    let mut lambda = Guarded::spawn("python3", &argv, models);
+    let line = lambda.wait_for_line("listening on ");
+    let url = format!("{}/needsTrain", line.trim_start_matches("listening on "));
+    (lambda, url)
+}
+
+/// The Go example built into `build`, over `models`, with `extra` flags; its URL.
+fn start_go(build: &Path, models: &Path, extra: &[&str]) -> (Guarded, String) {
+    let binary = build.join("lambda");
     let out = Command::new("go")
         .current_dir(examples().join("go"))
         .args(["build", "-o"])
@@ -96,17 +126,45 @@ async fn go_example_follows_the_protocol() {
         "go build: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-
-    let models = tempfile::tempdir().unwrap();
-    let models_arg = models.path().display().to_string();
-    let mut lambda = Guarded::spawn(
-        &binary.display().to_string(),
-        &["--models", &models_arg, "--listen", "127.0.0.1:0"],
-        models.path(),
-    );
+    let models_arg = models.display().to_string();
+    let mut argv = vec!["--models", models_arg.as_str(), "--listen", "127.0.0.1:0"];
+    argv.extend(extra);
+    let mut lambda = Guarded::spawn(&binary.display().to_string(), &argv, models);
     let line = lambda.wait_for_line("listening on ");
     let url = format!("{}/needsSync", line.trim_start_matches("listening on "));
+    (lambda, url)
+}
+
+#[tokio::test]
+async fn python_example_follows_the_protocol() {
+    let models = tempfile::tempdir().unwrap();
+    let (_lambda, url) = start_python(models.path(), &[]);
     scenario(models.path(), &url).await;
+}
+
+#[tokio::test]
+async fn python_example_checks_the_bearer_token() {
+    let models = tempfile::tempdir().unwrap();
+    let token = token_file(models.path());
+    let (_lambda, url) = start_python(models.path(), &["--token-file", &token]);
+    token_scenario(models.path(), &url).await;
+}
+
+#[tokio::test]
+async fn go_example_follows_the_protocol() {
+    let build = tempfile::tempdir().unwrap();
+    let models = tempfile::tempdir().unwrap();
+    let (_lambda, url) = start_go(build.path(), models.path(), &[]);
+    scenario(models.path(), &url).await;
+}
+
+#[tokio::test]
+async fn go_example_checks_the_bearer_token() {
+    let build = tempfile::tempdir().unwrap();
+    let models = tempfile::tempdir().unwrap();
+    let token = token_file(models.path());
+    let (_lambda, url) = start_go(build.path(), models.path(), &["--token-file", &token]);
+    token_scenario(models.path(), &url).await;
 }
 
 #[tokio::test]

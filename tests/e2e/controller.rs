@@ -839,3 +839,95 @@ async fn readyz_turns_ready_after_the_first_lists_even_with_nothing_to_watch() {
     .await;
     assert_eq!(status().await, Some(200));
 }
+
+/// Runs that start and finish within one second share their `creationTimestamp` (whole
+/// seconds), which once left their order to their names, so `status.lastRun` could name the
+/// older. Each decision here gets parameters whose run name sorts before the previous run's
+/// (names are a public function of the decision), so wherever two runs share a second, ordering
+/// by name would be wrong; ordering by the recorded decision time is not.
+#[tokio::test]
+async fn runs_within_one_second_are_ordered_by_their_decision_time() {
+    use modelsync_api::lambda::ParamValue;
+    use modelsync_controller::template::run_name;
+
+    let env = Env::new("order").await;
+    let lambda = Lambda::start(env.logs.path()).await;
+    let yes = |model: &str| json!({"needsSync": true, "parameters": {"model": model}});
+    lambda.answer("retrain", yes("m-0")).await;
+    let _controller = env.controller();
+    let uid = env
+        .apply(modelsync(
+            "fast",
+            &lambda.url("retrain"),
+            json!({"pollInterval": "100ms", "successfulPipelineRunsHistoryLimit": 50}),
+        ))
+        .await
+        .uid()
+        .unwrap();
+    let mut runs: Vec<modelsync_api::PipelineRun> = Vec::new();
+    let mut same_second = 0;
+    for i in 1..=20 {
+        let run = env
+            .eventually(WAIT, &format!("run {i}"), || async {
+                env.runs_of("fast")
+                    .await
+                    .into_iter()
+                    .find(|r| runs.iter().all(|seen| seen.name_any() != r.name_any()))
+            })
+            .await;
+        let name = run.name_any();
+        let next = (0..)
+            .map(|k| format!("m-{i}-{k}"))
+            .find(|model| {
+                let params = [("model-id".to_owned(), ParamValue::from(model.as_str()))].into();
+                run_name("fast", &uid, Some(&name), &params) < name
+            })
+            .unwrap();
+        lambda.answer("retrain", yes(&next)).await;
+        tekton::start(&env.client, &env.ns, &name).await.unwrap();
+        env.eventually(
+            WAIT,
+            &format!("status naming the newest run {name}, started, as the last run"),
+            || async {
+                let last = env.get("fast").await.status?.last_run?;
+                (last.name == name && last.start_time.is_some()).then_some(())
+            },
+        )
+        .await;
+        tekton::finish(&env.client, &env.ns, &name, RunEnd::Succeeded)
+            .await
+            .unwrap();
+        if let Some(previous) = runs.last()
+            && previous.metadata.creation_timestamp == run.metadata.creation_timestamp
+        {
+            assert!(name < previous.name_any());
+            same_second += 1;
+        }
+        runs.push(run);
+        if same_second >= 2 {
+            break;
+        }
+    }
+    assert!(
+        same_second >= 1,
+        "none of {} runs shared a creation second with the one before; nothing was checked",
+        runs.len()
+    );
+    // The decision time is recorded to the sub-second, and it orders the runs as they came.
+    let decided: Vec<String> = runs
+        .iter()
+        .map(|r| r.annotations()["modelsync.dev/decided-at"].clone())
+        .collect();
+    assert!(decided.iter().all(|t| t.contains('.')), "{decided:?}");
+    assert!(decided.windows(2).all(|w| w[0] < w[1]), "{decided:?}");
+    let newest = runs.last().unwrap().name_any();
+    env.eventually(
+        WAIT,
+        "the newest finished run as the last success",
+        || async {
+            let last_ok = env.get("fast").await.status?.last_successful_run?;
+            (last_ok.name == newest).then_some(())
+        },
+    )
+    .await;
+}

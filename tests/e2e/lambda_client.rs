@@ -1,153 +1,18 @@
 //! The lambda client the controller and `lambda-check` share, against a real `modelsync
-//! lambdas` process that demands a bearer token: over plain HTTP, and over TLS signed by a
-//! private CA that only an extra trusted root makes acceptable.
+//! lambdas` process that demands a bearer token: over plain HTTP, over TLS signed by a private
+//! CA that only an extra trusted root makes acceptable, and behind mutual TLS; and the egress
+//! rules, which refuse an address before any connection to it.
 
-use std::path::Path;
-use std::process::Command;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod secure_lambda;
 
+use std::time::Duration;
+
+use modelsync_api::egress::{EgressRules, Rule};
 use modelsync_api::lambda::AnswerError;
 use modelsync_api::lambda_client::{
     Ask, CallError, ClientOptions, FailureKind, LambdaClient, SetupError,
 };
-use modelsync_testenv::process::{Guarded, free_port, log_tail};
-use tokio_rustls::rustls;
-
-const TOKEN: &str = "s3cret";
-
-fn run_git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@localhost"])
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .expect("git is installed");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Starts `modelsync lambdas` over a one-commit repository with no models, so
-/// `/retrain` answers "yes, no model exists yet" to a caller with the token.
-async fn start_lambdas(dir: &Path) -> (Guarded, u16) {
-    let repo = dir.join("repo");
-    std::fs::create_dir_all(repo.join("models")).unwrap();
-    std::fs::write(repo.join("models/.keep"), "").unwrap();
-    run_git(&repo, &["init", "-q", "-b", "main"]);
-    run_git(&repo, &["add", "."]);
-    run_git(&repo, &["commit", "-q", "-m", "empty"]);
-    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
-    let port = free_port().unwrap();
-    let config = dir.join("lambdas.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen: 127.0.0.1:{port}\n\
-             mirror: {{repo: \"file://{}\", ref: main, root: \"{}\", period: 1s}}\n\
-             models: {{records: models/}}\n\
-             auth: {{bearerTokenFile: token}}\n\
-             routes:\n  /retrain: {{lambda: retrain-if-stale, maxAge: 24h}}\n",
-            repo.display(),
-            dir.join("mirror").display()
-        ),
-    )
-    .unwrap();
-    let log = dir.join("lambdas.log");
-    let mut server = Guarded::spawn(
-        "lambdas",
-        Path::new(env!("CARGO_BIN_EXE_modelsync")),
-        &[
-            "lambdas".into(),
-            "--config".into(),
-            config.display().to_string(),
-        ],
-        &log,
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let http = reqwest::Client::new();
-    loop {
-        let ready = http
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200);
-        if ready {
-            return (server, port);
-        }
-        assert!(
-            server.exited().is_none() && Instant::now() < deadline,
-            "modelsync lambdas never became ready:\n{}",
-            log_tail(&log, 30)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A CA, and a serving certificate for 127.0.0.1 that it signed.
-struct Pki {
-    ca_pem: String,
-    cert_der: Vec<u8>,
-    key_der: Vec<u8>,
-}
-
-fn pki() -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    Pki {
-        ca_pem: ca.pem(),
-        cert_der: cert.der().to_vec(),
-        key_der: key.serialize_der(),
-    }
-}
-
-/// Terminates TLS on a fresh port and passes the bytes on to `backend`, as an ingress in
-/// front of a lambda Service would.
-async fn tls_front(pki: &Pki, backend: u16) -> u16 {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![pki.cert_der.clone().into()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(pki.key_der.clone().into()),
-        )
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                // A handshake the client aborts (untrusted certificate) is part of the test.
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                if let Ok(mut plain) = tokio::net::TcpStream::connect(("127.0.0.1", backend)).await
-                {
-                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
-                }
-            });
-        }
-    });
-    port
-}
+use secure_lambda::{TOKEN, Tripwire, pki, start_lambdas, tls_front};
 
 fn ask<'a>(url: &'a str, token: Option<&'a str>) -> Ask<'a> {
     Ask {
@@ -194,7 +59,10 @@ async fn the_client_sends_the_token_and_trusts_an_extra_ca() {
 
     // Over TLS signed by a private CA: refused with the system roots alone, accepted with it.
     let pki = pki();
-    let https = format!("https://127.0.0.1:{}/retrain", tls_front(&pki, port).await);
+    let https = format!(
+        "https://127.0.0.1:{}/retrain",
+        tls_front(&pki, port, false).await
+    );
     let err = client.ask(&ask(&https, Some(TOKEN))).await.unwrap_err();
     assert!(
         matches!(&err, CallError::Unreachable { detail, .. } if detail.contains("certificate")),
@@ -203,6 +71,7 @@ async fn the_client_sends_the_token_and_trusts_an_extra_ca() {
     let trusting = LambdaClient::with_options(&ClientOptions {
         user_agent: "modelsync-test",
         extra_ca_pem: Some(pki.ca_pem.as_bytes()),
+        ..ClientOptions::default()
     })
     .unwrap();
     let answer = trusting.ask(&ask(&https, Some(TOKEN))).await.unwrap();
@@ -211,6 +80,7 @@ async fn the_client_sends_the_token_and_trusts_an_extra_ca() {
         LambdaClient::with_options(&ClientOptions {
             user_agent: "modelsync-test",
             extra_ca_pem: Some(b"not a certificate"),
+            ..ClientOptions::default()
         }),
         Err(SetupError::NoCertificate)
     ));
@@ -248,4 +118,183 @@ async fn the_client_sends_the_token_and_trusts_an_extra_ca() {
         !refused.status.success() && stderr.contains("lambda answered HTTP 401"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_gets_through_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, port) = start_lambdas(dir.path()).await;
+    let pki = pki();
+    let https = format!(
+        "https://127.0.0.1:{}/retrain",
+        tls_front(&pki, port, true).await
+    );
+    let trusting = |identity: Option<&[u8]>| {
+        LambdaClient::with_options(&ClientOptions {
+            user_agent: "modelsync-test",
+            extra_ca_pem: Some(pki.ca_pem.as_bytes()),
+            client_identity_pem: identity,
+            egress: None,
+        })
+    };
+    // No certificate: the server ends the handshake, and that is a lambda error.
+    let err = trusting(None)
+        .unwrap()
+        .ask(&ask(&https, Some(TOKEN)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), FailureKind::Unavailable, "{err}");
+    let identity = format!("{}{}", pki.client_cert_pem, pki.client_key_pem);
+    let answer = trusting(Some(identity.as_bytes()))
+        .unwrap()
+        .ask(&ask(&https, Some(TOKEN)))
+        .await
+        .unwrap();
+    assert_eq!(answer.reason.as_deref(), Some("no model exists yet"));
+    // Half an identity is refused when the client is built, before any call.
+    for half in [&pki.client_cert_pem, &pki.client_key_pem] {
+        assert!(matches!(
+            trusting(Some(half.as_bytes())),
+            Err(SetupError::BadIdentity(_))
+        ));
+    }
+}
+
+/// A client connecting only where `allow` and `deny` (comma-separated CIDRs) let it.
+fn guarded(allow: &str, deny: &str) -> LambdaClient {
+    let rules = EgressRules {
+        allow: allow.parse().unwrap(),
+        deny: deny.parse().unwrap(),
+    };
+    LambdaClient::with_options(&ClientOptions {
+        user_agent: "modelsync-test",
+        egress: Some(&rules),
+        ..ClientOptions::default()
+    })
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_egress_rules_refuse_an_address_before_connecting_to_it() {
+    let tripwire = Tripwire::on("127.0.0.1").await;
+    let port = tripwire.addr.port();
+    let denying = guarded("10.0.0.0/8", "127.0.0.0/8,::1/128");
+    // (URL, refused address, rule): a literal address, a name the system resolver resolves
+    // to a denied address, and an address outside the allow list.
+    let cases = [
+        (
+            format!("http://127.0.0.1:{port}/x"),
+            "127.0.0.1",
+            "127.0.0.0/8",
+        ),
+        (
+            format!("http://localhost:{port}/x"),
+            "127.0.0.1",
+            "127.0.0.0/8",
+        ),
+        (format!("http://[::1]:{port}/x"), "::1", "::1/128"),
+    ];
+    for (url, addr, cidr) in &cases {
+        let err = denying.ask(&ask(url, Some(TOKEN))).await.unwrap_err();
+        let CallError::Denied { refusal, .. } = &err else {
+            panic!("{url}: {err}");
+        };
+        assert_eq!(refusal.addr.to_string(), *addr, "{url}");
+        assert_eq!(refusal.rule, Rule::Denied(cidr.parse().unwrap()), "{url}");
+        assert_eq!(err.kind(), FailureKind::Denied);
+        assert!(
+            err.condition_message().contains(&format!(
+                "address {addr} is in {cidr} of --lambda-deny-cidrs"
+            )),
+            "{err}"
+        );
+    }
+    let err = guarded("10.0.0.0/8", "")
+        .ask(&ask(&format!("http://localhost:{port}/x"), None))
+        .await
+        .unwrap_err();
+    assert!(
+        err.condition_message()
+            .contains("address 127.0.0.1 is in none of --lambda-allow-cidrs (10.0.0.0/8)"),
+        "{err}"
+    );
+    // Give a connection that should not have been made time to land.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        tripwire.connections(),
+        0,
+        "a refused address was connected to"
+    );
+    // Where the rules allow the address, the guarded client connects to it.
+    let err = guarded("127.0.0.0/8", "127.0.0.2/32")
+        .ask(&ask(&format!("http://localhost:{port}/x"), None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CallError::Unreachable { .. }), "{err}");
+    assert!(tripwire.connections() >= 1);
+}
+
+/// Answers every request on a fresh port with `response` (raw HTTP/1.1), like a lambda that
+/// moved would.
+async fn answering(response: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let response = response.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.ends_with(b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tcp.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    base
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_reported_with_its_location_and_not_followed() {
+    let target = Tripwire::on("127.0.0.1").await;
+    let body = format!("see {TOKEN}");
+    let base = answering(format!(
+        "HTTP/1.1 302 Found\r\nLocation: http://{}/elsewhere?token={TOKEN}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        target.addr,
+        body.len()
+    ))
+    .await;
+
+    let client = LambdaClient::new("modelsync-test");
+    let err = client
+        .ask(&ask(&format!("{base}/moved"), Some(TOKEN)))
+        .await
+        .unwrap_err();
+    let CallError::Answer {
+        error: AnswerError::Redirect {
+            code: 302,
+            location,
+        },
+        excerpt,
+        ..
+    } = &err
+    else {
+        panic!("{err}");
+    };
+    // The token the lambda echoed is not carried into what status and events would show.
+    assert_eq!(
+        location.as_deref(),
+        Some(format!("http://{}/elsewhere?token=[redacted]", target.addr).as_str())
+    );
+    assert_eq!(excerpt, "\"see [redacted]\"");
+    assert!(!err.condition_message().contains(TOKEN), "{err}");
+    assert_eq!(err.kind(), FailureKind::Unavailable);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(target.connections(), 0, "the redirect was followed");
 }

@@ -1,7 +1,8 @@
 //! The RBAC of `kustomize/base` is enough, and no more: the real `modelsync controller` runs
 //! with a token of the `modelsync-controller` service account (TokenRequest API) through full
-//! run cycles with leader election, and that identity is refused what the install does not
-//! grant (Secrets, changing ModelSync specs).
+//! run cycles with leader election, reading the lambda Secret its ModelSync names, and that
+//! identity is refused what the install does not grant (listing or watching Secrets, minting
+//! tokens, changing ModelSync specs).
 
 mod common;
 mod manifest_support;
@@ -15,7 +16,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchParams};
 use manifest_support::{KUBECTL_INSTALL, apply, describe, kustomize, repo_root, require_tool};
 use modelsync_testenv::process::{Guarded, free_port, log_tail};
 use modelsync_testenv::tekton::{self, RunEnd};
@@ -102,7 +103,8 @@ async fn the_controller_runs_with_the_base_rbac_and_nothing_more() {
     let kubeconfig = service_account_kubeconfig(&env.client, env.logs.path()).await;
     let sa = client_for(&kubeconfig).await;
 
-    // Denied what the install does not grant, in the watched namespace and in its own.
+    // Denied what the install does not grant, in the watched namespace and in its own: Secrets
+    // may be read one by name (`get`, for spec.lambdaSecretRef), never enumerated.
     forbidden(
         Api::<Secret>::namespaced(sa.clone(), &env.ns)
             .list(&ListParams::default())
@@ -111,10 +113,24 @@ async fn the_controller_runs_with_the_base_rbac_and_nothing_more() {
     );
     forbidden(
         Api::<Secret>::namespaced(sa.clone(), NS)
-            .get("anything")
+            .list(&ListParams::default())
             .await,
-        "reading a Secret",
+        "listing Secrets in its own namespace",
     );
+    forbidden(
+        Api::<Secret>::namespaced(sa.clone(), &env.ns)
+            .watch(&WatchParams::default(), "0")
+            .await
+            .map(|_| ()),
+        "watching Secrets",
+    );
+    match Api::<Secret>::namespaced(sa.clone(), NS)
+        .get("anything")
+        .await
+    {
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        other => panic!("getting a Secret by name: expected 404 Not Found, got {other:?}"),
+    }
     forbidden(
         Api::<ServiceAccount>::namespaced(sa.clone(), NS)
             .create_token_request(SA, &PostParams::default(), &TokenRequest::default())
@@ -129,8 +145,25 @@ async fn the_controller_runs_with_the_base_rbac_and_nothing_more() {
             json!({"needsSync": true, "parameters": {"model": "m-1"}, "reason": "stale"}),
         )
         .await;
-    env.apply(modelsync("trainer", &lambda.url("retrain"), json!({})))
-        .await;
+    // The ModelSync names a lambda Secret, which the controller reads as its service account.
+    let token = "rbac-lambda-token-91c2";
+    Api::<Secret>::namespaced(env.client.clone(), &env.ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "lambda-auth"},
+                "stringData": {"token": token},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    env.apply(modelsync(
+        "trainer",
+        &lambda.url("retrain"),
+        json!({"lambdaSecretRef": {"name": "lambda-auth"}}),
+    ))
+    .await;
     forbidden(
         Api::<modelsync_api::ModelSync>::namespaced(sa.clone(), &env.ns)
             .patch(
@@ -206,6 +239,11 @@ async fn the_controller_runs_with_the_base_rbac_and_nothing_more() {
         );
     }
 
+    assert_eq!(
+        lambda.last_headers("retrain").await["authorization"],
+        format!("Bearer {token}").as_str(),
+        "the lambda Secret's token was not sent"
+    );
     // Events were written (events.k8s.io) and the Lease is held by this identity.
     let events = Api::<Event>::namespaced(env.client.clone(), &env.ns)
         .list(&ListParams::default())

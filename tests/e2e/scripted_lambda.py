@@ -7,8 +7,8 @@ ADDRESS defaults to 127.0.0.1; the real-node tests give the node's bridge addres
 controller's pod reaches it.
 
 PUT /_script/<route> with {"status": 200, "json": {...}} (or "body": "raw text",
-"repeat": N to send the body N times, "delay": seconds before answering) sets what GET /<route>
-answers. GET /_calls returns {"<route>": {"count": n, "last_headers": {...}}}, header names lowercased.
+"repeat": N to send the body N times, "delay": seconds before answering, "headers": {...} to
+send besides Content-Type) sets what GET /<route> answers. GET /_calls returns {"<route>": {"count": n, "last_headers": {...}}}, header names lowercased.
 Standard library only: lambdas may be written in any language, and this one is Python.
 """
 import json
@@ -28,10 +28,12 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):  # keep test output quiet
         pass
 
-    def send(self, status, body, content_type="application/json"):
+    def send(self, status, body, content_type="application/json", headers=None):
         data = body.encode() if isinstance(body, str) else body
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         try:
@@ -66,7 +68,7 @@ class Handler(BaseHTTPRequestHandler):
             body = json.dumps(script["json"])
         else:
             body = script.get("body", "") * script.get("repeat", 1)
-        self.send(script.get("status", 200), body)
+        self.send(script.get("status", 200), body, headers=script.get("headers"))
 
 
 def main():

@@ -4,6 +4,7 @@
 use std::sync::OnceLock;
 
 use chrono::TimeZone;
+use modelsync_api::egress::EgressRules;
 use modelsync_api::lambda::AnswerError;
 use modelsync_api::modelsync::ModelSyncStatus;
 use serde_json::json;
@@ -57,6 +58,7 @@ fn run(name: &str, result: RunResult, completed: Option<i64>, model: &str) -> Ar
         name: name.into(),
         uid: Some(format!("{name}-uid")),
         created: Some(at(-600).wall),
+        decided_at: None,
         controller_uid: Some(UID.into()),
         result,
         cancel_requested: false,
@@ -91,7 +93,10 @@ fn polled(next_due: i64, failures: u32) -> Entry {
 }
 
 fn answered(result: Result<NeedsSyncAnswer, CallError>, now: Now) -> Option<Answer> {
-    Some(Answer { result, at: now })
+    Some(Answer {
+        result: result.map_err(AskError::Call),
+        at: now,
+    })
 }
 
 fn unreachable() -> CallError {
@@ -287,6 +292,75 @@ fn lambda_failures_back_off_and_keep_their_kind() {
     let fine = plan(&f);
     assert_eq!(fine.schedule.failures(), 0);
     assert_eq!(fine.observation.phase, Phase::Idle);
+}
+
+#[test]
+fn secret_refusal_and_redirect_failures_are_typed_back_off_and_start_nothing() {
+    let ms = modelsync(json!({"lambdaSecretRef": {"name": "lambda-auth"}}));
+    let denied = EgressRules::default()
+        .check("169.254.169.254".parse().unwrap())
+        .unwrap_err();
+    // (failure, reason, the message says)
+    let cases = [
+        (
+            AskError::Secret(SecretError::NotFound {
+                secret: "ns/lambda-auth".into(),
+            }),
+            "LambdaSecretError",
+            "Secret ns/lambda-auth (spec.lambdaSecretRef) does not exist",
+        ),
+        (
+            AskError::Secret(SecretError::MissingKey {
+                secret: "ns/lambda-auth".into(),
+                has: "tls.crt",
+                missing: "tls.key",
+            }),
+            "LambdaSecretError",
+            "has key tls.crt but no key tls.key",
+        ),
+        (
+            AskError::Call(CallError::Denied {
+                url: "http://169.254.169.254/latest".into(),
+                refusal: denied,
+            }),
+            "LambdaURLDenied",
+            "169.254.169.254 is in 169.254.0.0/16 of --lambda-deny-cidrs",
+        ),
+        (
+            AskError::Call(CallError::Answer {
+                url: "http://lambda/retrain".into(),
+                error: AnswerError::redirect(302, Some("http://elsewhere/")),
+                excerpt: "(empty)".into(),
+                elapsed: Duration::ZERO,
+            }),
+            "LambdaError",
+            "redirecting to http://elsewhere/; redirects are not followed",
+        ),
+    ];
+    for (failures, (error, reason, says)) in cases.into_iter().enumerate() {
+        let failures = failures as u32;
+        let mut f = facts(&ms, vec![], polled(0, failures), at(0));
+        f.answer = Some(Answer {
+            result: Err(error),
+            at: at(0),
+        });
+        let plan = plan(&f);
+        assert_eq!(plan.observation.phase.reason(), reason);
+        let (Phase::LambdaSecretError(message)
+        | Phase::LambdaUrlDenied(message)
+        | Phase::LambdaError(message)) = &plan.observation.phase
+        else {
+            panic!("{reason}: {:?}", plan.observation.phase);
+        };
+        assert!(message.contains(says), "{reason}: {message}");
+        assert!(plan.create.is_none() && plan.observation.decision.is_none());
+        assert_eq!(plan.schedule.failures(), failures + 1);
+        assert_eq!(
+            plan.due,
+            Some(at(1 << failures).mono),
+            "{reason} backs off like any lambda error"
+        );
+    }
 }
 
 #[test]

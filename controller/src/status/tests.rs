@@ -142,3 +142,40 @@ fn errors_are_told_once_and_finished_runs_once() {
     quiet.previous_run_now = after.last_run.clone();
     assert!(events(&after, &after, &quiet).is_empty());
 }
+
+#[test]
+fn secret_and_egress_errors_are_not_ready_retried_and_told_once() {
+    let idle = next_status(&ModelSyncStatus::default(), &obs(Phase::Idle, None), at(0));
+    for (phase, reason) in [
+        (
+            Phase::LambdaSecretError("Secret ns/creds has no key tls.key".into()),
+            "LambdaSecretError",
+        ),
+        (
+            Phase::LambdaUrlDenied("address 169.254.169.254 is in 169.254.0.0/16".into()),
+            "LambdaURLDenied",
+        ),
+    ] {
+        let failing = obs(phase.clone(), None);
+        let status = next_status(&idle, &failing, at(1));
+        let conditions: Vec<_> = status
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+            .collect();
+        assert_eq!(
+            conditions,
+            [
+                ("Ready", "False", reason),
+                ("Reconciling", "False", reason),
+                ("Stalled", "False", reason),
+            ]
+        );
+        let told = events(&idle, &status, &failing);
+        assert_eq!(told.len(), 1);
+        assert!(told[0].warning && told[0].reason == reason);
+        assert!(events(&status, &status, &failing).is_empty());
+        // A pass that does not ask again keeps reporting it.
+        assert_eq!(Phase::still_reported(&status.conditions), Some(phase));
+    }
+}

@@ -2,9 +2,13 @@
 //
 // Model records are JSON files in a folder (for example the models/ folder of a git-sync or
 // `modelsync mirror` checkout), each {"id": ..., "created": "<RFC 3339>", ...}.
+//
+// With --token-file, callers must send "Authorization: Bearer <token>", as the controller does
+// with the token key of the Secret a ModelSync names in spec.lambdaSecretRef.
 package main
 
 import (
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -88,19 +92,55 @@ func decide(dir string, maxAge time.Duration, now time.Time) (int, map[string]an
 	}
 }
 
+// authorized reports whether an Authorization header carries the token (always, when no
+// token is set). Constant time, so response timing does not tell how much of a guess was right.
+func authorized(header, token string) bool {
+	if token == "" {
+		return true
+	}
+	given, ok := strings.CutPrefix(header, "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(given), []byte(token)) == 1
+}
+
+func readToken(path string) string {
+	if path == "" {
+		return ""
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+	token := strings.TrimSpace(string(data))
+	if token == "" {
+		log.Fatalf("--token-file %s is empty", path)
+	}
+	return token
+}
+
+func writeAnswer(w http.ResponseWriter, status int, answer map[string]any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(answer)
+}
+
 func main() {
 	models := flag.String("models", "", "folder of JSON model records (required)")
 	maxAge := flag.Duration("max-age", 24*time.Hour, "retrain when the newest model is older")
 	addr := flag.String("listen", "0.0.0.0:8080", "address to listen on; port 0 picks a free port")
+	tokenFile := flag.String("token-file", "", "require Authorization: Bearer <this file's content>")
 	flag.Parse()
 	if *models == "" {
 		log.Fatal("--models is required")
 	}
+	token := readToken(*tokenFile)
 	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if !authorized(r.Header.Get("Authorization"), token) {
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			writeAnswer(w, http.StatusUnauthorized, map[string]any{"error": "missing or wrong bearer token: send Authorization: Bearer <token>"})
+			return
+		}
 		status, answer := decide(*models, *maxAge, time.Now())
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(status)
-		_ = json.NewEncoder(w).Encode(answer)
+		writeAnswer(w, status, answer)
 	})
 	listener, err := net.Listen("tcp", *addr)
 	if err != nil {

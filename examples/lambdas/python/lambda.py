@@ -3,10 +3,14 @@
 
 Model records are JSON files in a folder (for example the `models/` folder of a git-sync or
 `modelsync mirror` checkout), each {"id": ..., "created": "<RFC 3339>", ...}.
+
+With --token-file, callers must send `Authorization: Bearer <token>`, as the controller does
+with the `token` key of the Secret a ModelSync names in spec.lambdaSecretRef.
 """
 
 import argparse
 import datetime
+import hmac
 import http.server
 import json
 import os
@@ -53,22 +57,53 @@ def decide(models_dir, max_age, now):
     }
 
 
+def authorized(header, token):
+    """Whether an Authorization header carries the token (always, when no token is set)."""
+    if token is None:
+        return True
+    prefix = "Bearer "
+    if header is None or not header.startswith(prefix):
+        return False
+    # Constant time, so response timing does not tell how much of a guess was right.
+    return hmac.compare_digest(header[len(prefix):].encode(), token.encode())
+
+
+def read_token(path):
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as f:
+        token = f.read().strip()
+    if not token:
+        sys.exit(f"--token-file {path} is empty")
+    return token
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", required=True, help="folder of JSON model records")
     parser.add_argument("--max-age-hours", type=float, default=24.0)
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    parser.add_argument("--token-file", help="require Authorization: Bearer <this file's content>")
     args = parser.parse_args()
     max_age = datetime.timedelta(hours=args.max_age_hours)
+    token = read_token(args.token_file)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
+            if not authorized(self.headers.get("Authorization"), token):
+                error = {"error": "missing or wrong bearer token: send Authorization: Bearer <token>"}
+                return self.answer(401, error, {"WWW-Authenticate": "Bearer"})
             status, answer = decide(args.models, max_age, datetime.datetime.now(datetime.timezone.utc))
+            self.answer(status, answer)
+
+        def answer(self, status, answer, headers=None):
             body = json.dumps(answer).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(body)
 
