@@ -12,8 +12,9 @@ use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::git::{GitDaemon, changed_lines, git};
+use crate::git::GitDaemon;
 use crate::github::GitHub;
+use crate::gitops_repo::{GitOpsRepo, model_ids};
 use crate::kubectl::{kubectl, relative_path};
 use crate::tekton::{pipelineruns, succeeded_condition};
 
@@ -41,11 +42,10 @@ pub struct LabelBot {
     pub github_api: String,
     /// `git://…` of the GitOps repository, as pods reach it.
     pub repo_url: String,
-    /// The bare repository on disk.
-    pub bare: PathBuf,
+    /// The GitOps repository on disk.
+    pub repo: GitOpsRepo,
     /// The model records the repository was seeded with (from `examples/gitops-repo`).
     pub seeded_models: Vec<String>,
-    work: PathBuf,
     _daemon: GitDaemon,
     _dir: tempfile::TempDir,
 }
@@ -76,14 +76,16 @@ impl LabelBot {
         let root = repo_root();
         let repos = dir.path().join("repos");
         std::fs::create_dir_all(&repos)?;
-        let bare = repos.join(REPO_NAME);
-        let work = dir.path().join("work");
-        seed(&root.join("examples/gitops-repo"), &bare, &work)?;
+        let repo = seed(
+            &root.join("examples/gitops-repo"),
+            &repos.join(REPO_NAME),
+            &dir.path().join("work"),
+        )?;
         let daemon = GitDaemon::start(&repos, bridge_ip, &dir.path().join("git-daemon.log"))?;
         let repo_url = daemon.url(REPO_NAME);
         say(&format!(
             "GitOps repository (examples/gitops-repo) served at {repo_url}; production pins {}",
-            pinned(&work)?
+            pinned(repo.main()?)?
         ));
         let (github, github_api) = GitHub::start_on(bridge_ip).await?;
         say(&format!("GitHub pull request API stand-in at {github_api}"));
@@ -162,123 +164,47 @@ impl LabelBot {
         say(&format!(
             "applied examples/label-bot trainer and deployer (lambdas at {lambdas}, the Service's ClusterIP)"
         ));
-        let mut lb = LabelBot {
+        Ok(LabelBot {
             kubeconfig: kubeconfig.to_owned(),
             github,
             github_api,
             repo_url,
-            bare,
-            seeded_models: Vec::new(),
-            work,
+            seeded_models: repo.models()?,
+            repo,
             _daemon: daemon,
             _dir: dir,
-        };
-        lb.seeded_models = lb.models()?;
-        Ok(lb)
+        })
     }
 
     /// The model ids recorded under `models/` on main, oldest first by name.
     pub fn models(&self) -> Result<Vec<String>> {
-        self.sync()?;
-        let mut ids: Vec<String> = std::fs::read_dir(self.work.join("models"))?
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                name.strip_suffix(".yaml").map(str::to_owned)
-            })
-            .collect();
-        ids.sort();
-        Ok(ids)
+        self.repo.models()
     }
 
     /// The model production pins on main.
     pub fn pinned(&self) -> Result<String> {
-        self.sync()?;
-        pinned(&self.work)
+        pinned(self.repo.main()?)
     }
 
-    /// Merges the deployer's branch into main and marks PR `number` merged, as a reviewer would.
+    /// Merges the deployer's branch into main and marks PR `number` merged, as a reviewer would;
+    /// returns the merge commit.
     pub fn merge(&self, number: u64) -> Result<String> {
-        self.sync()?;
-        git(&self.work, &["fetch", "-q", "origin", BRANCH])?;
-        git(
-            &self.work,
-            &[
-                "merge",
-                "-q",
-                "--no-ff",
-                "-m",
-                &format!("Merge {BRANCH}"),
-                "FETCH_HEAD",
-            ],
-        )?;
-        git(&self.work, &["push", "-q", "origin", "HEAD:main"])?;
+        let merged = self.repo.merge(BRANCH)?;
         self.github.mark_merged(number);
-        Ok(git(&self.work, &["rev-parse", "HEAD"])?.trim().to_owned())
-    }
-
-    /// Commits a model record to main, as a data scientist registering a model by hand would;
-    /// returns the commit.
-    pub fn add_model(&self, id: &str, created: &str) -> Result<String> {
-        self.sync()?;
-        let head = git(&self.work, &["rev-parse", "HEAD"])?;
-        std::fs::write(
-            self.work.join(format!("models/{id}.yaml")),
-            format!(
-                "id: {id}\ncreated: {created}\ndataRevision: {}\nmetrics:\n  accuracy: 0.91\n",
-                head.trim()
-            ),
-        )?;
-        git(&self.work, &["add", "-A"])?;
-        git(
-            &self.work,
-            &["commit", "-q", "-m", &format!("Register model {id}")],
-        )?;
-        git(&self.work, &["push", "-q", "origin", "HEAD:main"])?;
-        Ok(git(&self.work, &["rev-parse", "HEAD"])?.trim().to_owned())
+        Ok(merged)
     }
 
     /// The one-line change the deployer's branch makes to the pin file.
     pub fn branch_diff(&self) -> Result<String> {
-        self.sync()?;
-        git(&self.work, &["fetch", "-q", "origin", BRANCH])?;
-        let diff = git(
-            &self.work,
-            &[
-                "diff",
-                "--unified=0",
-                "origin/main...FETCH_HEAD",
-                "--",
-                PIN_FILE,
-            ],
-        )?;
-        Ok(changed_lines(&diff))
-    }
-
-    fn sync(&self) -> Result<()> {
-        git(&self.work, &["fetch", "-q", "origin"])?;
-        git(&self.work, &["checkout", "-q", "-B", "main", "origin/main"])?;
-        Ok(())
+        self.repo.branch_diff(BRANCH, PIN_FILE)
     }
 }
 
 /// Copies the example repository, pins production to its newest model (so the deployer has
-/// nothing to do until a new model is trained) and pushes it to a new bare repository.
-fn seed(example: &Path, bare: &Path, work: &Path) -> Result<()> {
-    let parent = bare.parent().context("bare repository path has a parent")?;
-    git(parent, &["init", "--bare", "-q", &bare.to_string_lossy()])?;
+/// nothing to do until a new model is trained) and publishes it as a new bare repository.
+fn seed(example: &Path, bare: &Path, work: &Path) -> Result<GitOpsRepo> {
     copy_tree(example, work)?;
-    git(work, &["init", "-q"])?;
-    let mut models: Vec<String> = std::fs::read_dir(work.join("models"))?
-        .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .strip_suffix(".yaml")
-                .map(str::to_owned)
-        })
-        .collect();
-    models.sort();
+    let models = model_ids(work)?;
     let newest = models
         .last()
         .context("examples/gitops-repo/models is empty")?;
@@ -289,19 +215,11 @@ fn seed(example: &Path, bare: &Path, work: &Path) -> Result<()> {
         &pin,
         text.replace(&format!("model: {current}"), &format!("model: {newest}")),
     )?;
-    git(work, &["add", "-A"])?;
-    git(
+    GitOpsRepo::publish(
         work,
-        &[
-            "commit",
-            "-q",
-            "-m",
-            "Label Bot: data, notebook, models, production pin",
-        ],
-    )?;
-    git(work, &["remote", "add", "origin", &bare.to_string_lossy()])?;
-    git(work, &["push", "-q", "origin", "HEAD:main"])?;
-    Ok(())
+        bare,
+        "Label Bot: data, notebook, models, production pin",
+    )
 }
 
 fn pinned(work: &Path) -> Result<String> {

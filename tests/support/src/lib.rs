@@ -25,6 +25,7 @@ pub mod controlplane;
 pub mod crds;
 pub mod git;
 pub mod github;
+pub mod gitops_repo;
 pub mod image;
 pub mod kubectl;
 pub mod labelbot;
