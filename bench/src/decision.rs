@@ -27,7 +27,7 @@ use modelsync_testenv::tekton::{self, RunEnd};
 use serde_json::json;
 
 use crate::Opts;
-use crate::env::{self, Controller, FastLambda};
+use crate::env::{self, FastLambda};
 use crate::report::{Figure, percentile};
 
 const NS: &str = "bench-decision";
@@ -213,8 +213,8 @@ impl Series {
 pub async fn run(opts: &Opts) -> Result<Vec<Figure>> {
     let (cp, client) = env::control_plane().await?;
     let logs = tempfile::tempdir()?;
-    env::namespace(&client, NS).await?;
-    env::namespace(&client, FLOOR_NS).await?;
+    modelsync_testenv::create_namespace(&client, NS).await?;
+    modelsync_testenv::create_namespace(&client, FLOOR_NS).await?;
 
     // The lambda answers "no" until a ModelSync is armed; then one "yes" with that model.
     let armed: Armed = Arc::default();
@@ -235,7 +235,7 @@ pub async fn run(opts: &Opts) -> Result<Vec<Figure>> {
     let (seen, watch) = watch_runs(&client);
     let shared = (armed.clone(), yes_at.clone(), seen.clone());
 
-    let _controller = Controller::start(&cp, &opts.modelsync, NS, logs.path()).await?;
+    let _controller = env::start_controller(&cp, &opts.modelsync, NS, logs.path()).await?;
     let modelsyncs: Api<ModelSync> = Api::namespaced(client.clone(), NS);
     let deciders: Vec<String> = (0..BURST).map(|i| format!("d{i}")).collect();
     for name in &deciders {

@@ -7,17 +7,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::get;
-use k8s_openapi::api::core::v1::Namespace;
 use kube::CustomResourceExt;
-use kube::api::{Api, ObjectMeta, PostParams};
 use modelsync_api::ModelSync;
-use modelsync_testenv::ControlPlane;
-use modelsync_testenv::process::{Guarded, free_port, log_tail};
+use modelsync_testenv::{ControlPlane, Controller, ControllerCommand, spawn_controller};
 use serde_json::{Value, json};
 
 pub async fn control_plane() -> Result<(ControlPlane, kube::Client)> {
@@ -26,99 +23,24 @@ pub async fn control_plane() -> Result<(ControlPlane, kube::Client)> {
     Ok((cp, client))
 }
 
-pub async fn namespace(client: &kube::Client, name: &str) -> Result<()> {
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some(name.into()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .with_context(|| format!("creating namespace {name}"))?;
-    Ok(())
-}
-
-/// The release controller as a process, with its metrics on a known port.
-pub struct Controller {
-    pub proc: Guarded,
-    pub metrics: String,
-    log: PathBuf,
-}
-
-impl Controller {
-    pub async fn start(cp: &ControlPlane, bin: &Path, ns: &str, logs: &Path) -> Result<Self> {
-        let port = free_port()?;
-        // MODELSYNC_BENCH_LOGS keeps the controller's log past the run, for a closer look.
-        let dir = std::env::var_os("MODELSYNC_BENCH_LOGS")
-            .map_or_else(|| logs.to_path_buf(), PathBuf::from);
-        let log = dir.join(format!("controller-{port}.log"));
-        let proc = Guarded::spawn(
-            "modelsync-controller",
-            Path::new("env"),
-            &[
-                format!("KUBECONFIG={}", cp.kubeconfig().display()),
-                "RUST_LOG=warn".into(),
-                bin.display().to_string(),
-                "controller".into(),
-                format!("--namespace={ns}"),
-                format!("--metrics-addr=127.0.0.1:{port}"),
-                "--concurrency=64".into(),
-            ],
-            &log,
-        )?;
-        let mut c = Controller {
-            proc,
-            metrics: format!("http://127.0.0.1:{port}/metrics"),
-            log,
-        };
-        c.wait_ready(port).await?;
-        Ok(c)
-    }
-
-    async fn wait_ready(&mut self, port: u16) -> Result<()> {
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Ok(r) = http
-                .get(format!("http://127.0.0.1:{port}/healthz"))
-                .send()
-                .await
-                && r.status().is_success()
-            {
-                return Ok(());
-            }
-            if self.proc.exited().is_some() || Instant::now() > deadline {
-                bail!(
-                    "the controller did not come up:\n{}",
-                    log_tail(&self.log, 30)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The controller's own pid (the guard's child).
-    pub fn pid(&self) -> Option<u32> {
-        let marker = self
-            .metrics
-            .trim_end_matches("/metrics")
-            .trim_start_matches("http://");
-        modelsync_testenv::process::pids_mentioning(marker)
-            .into_iter()
-            .find(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .is_ok_and(|c| c.trim() == "modelsync")
-            })
-    }
-
-    pub async fn scrape(&self) -> Result<String> {
-        Ok(reqwest::get(&self.metrics).await?.text().await?)
-    }
+/// The release controller as a process, with its metrics on a known port, once it is healthy.
+pub async fn start_controller(
+    cp: &ControlPlane,
+    bin: &Path,
+    ns: &str,
+    logs: &Path,
+) -> Result<Controller> {
+    // MODELSYNC_BENCH_LOGS keeps the controller's log past the run, for a closer look.
+    let dir =
+        std::env::var_os("MODELSYNC_BENCH_LOGS").map_or_else(|| logs.to_path_buf(), PathBuf::from);
+    let command = ControllerCommand::new(bin, cp.kubeconfig())
+        .namespace(ns)
+        .arg("--concurrency=64")
+        .env("RUST_LOG", "warn")
+        .log_dir(&dir);
+    let mut controller = spawn_controller(command)?;
+    controller.wait_healthy(Duration::from_secs(120)).await?;
+    Ok(controller)
 }
 
 /// CPU seconds (user + system) a process has used so far.

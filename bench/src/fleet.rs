@@ -17,7 +17,7 @@ use modelsync_testenv::tekton::{self, RunEnd};
 use serde_json::json;
 
 use crate::Opts;
-use crate::env::{self, Controller, FastLambda};
+use crate::env::{self, FastLambda};
 use crate::report::{self, Figure};
 
 /// The poll interval of every ModelSync in the fleet, and the controller's jitter around it.
@@ -132,7 +132,7 @@ async fn measure(
 ) -> Result<Reading> {
     lambda.calls.lock().unwrap().clear();
     let started = Instant::now();
-    let controller = Controller::start(cp, &opts.modelsync, ns, logs).await?;
+    let controller = env::start_controller(cp, &opts.modelsync, ns, logs).await?;
     let pid = controller
         .pid()
         .ok_or_else(|| anyhow::anyhow!("controller pid not found"))?;
@@ -223,7 +223,7 @@ async fn baseline(
     ns: &str,
     logs: &std::path::Path,
 ) -> Result<f64> {
-    let controller = Controller::start(cp, &opts.modelsync, ns, logs).await?;
+    let controller = env::start_controller(cp, &opts.modelsync, ns, logs).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let pid = controller
         .pid()
@@ -237,7 +237,7 @@ pub async fn run(opts: &Opts) -> Result<Vec<Figure>> {
     let (cp, client) = env::control_plane().await?;
     let logs = tempfile::tempdir()?;
     let ns = "bench-fleet";
-    env::namespace(&client, ns).await?;
+    modelsync_testenv::create_namespace(&client, ns).await?;
     let lambda = FastLambda::start(Arc::new(
         |_: &str| json!({"needsSync": false, "reason": "bench"}),
     ))

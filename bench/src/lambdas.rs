@@ -3,16 +3,18 @@
 //! the load generator to core 1; then again while the server's mirror syncs a commit that
 //! rewrites 5,000 files.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use modelsync_testenv::git::GitDaemon;
 use modelsync_testenv::process::{Guarded, free_port, log_tail};
 use serde_json::Value;
 
 use crate::Opts;
-use crate::mirror::repo::{self, Daemon};
+use crate::mirror::repo;
 use crate::report::{Figure, median};
 
 const BENCH: &str = "lambdas";
@@ -53,7 +55,8 @@ fn measure(modelsync: &Path, runs: usize) -> Result<Vec<Figure>> {
     let base = tmp.path().join("srv");
     let served = base.join("gitops.git");
     gitops_repo(&served)?;
-    let daemon = Daemon::start(&base, &tmp.path().join("git-daemon.log"))?;
+    let log = tmp.path().join("git-daemon.log");
+    let daemon = GitDaemon::start(&base, Ipv4Addr::LOCALHOST.into(), &log)?;
 
     // by_rate[i][run], plus the syncing load.
     let mut by_rate: Vec<Vec<Load>> = RATES.iter().map(|_| Vec::new()).collect();

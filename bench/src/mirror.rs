@@ -4,6 +4,7 @@
 
 pub mod repo;
 
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use modelsync_testenv::process::{Guarded, free_port, log_tail};
 
 use crate::Opts;
 use crate::report::Figure;
-use repo::{Daemon, git, git_cmd};
+use modelsync_testenv::git::{GitDaemon, git};
 
 const BENCH: &str = "mirror";
 /// Depth used by both sides (the mirror's default).
@@ -56,7 +57,8 @@ fn measure(modelsync: &Path, runs: usize) -> Result<Vec<Figure>> {
             &served.display().to_string(),
         ],
     )?;
-    let daemon = Daemon::start(&base, &tmp.path().join("git-daemon.log"))?;
+    let log = tmp.path().join("git-daemon.log");
+    let daemon = GitDaemon::start(&base, Ipv4Addr::LOCALHOST.into(), &log)?;
     let url = daemon.url("large.git");
 
     let mut ms = Vec::new();
@@ -168,9 +170,9 @@ fn git_sync(url: &str, root: &Path, depth: u32) -> Result<f64> {
     let started = Instant::now();
     if !root.join(".git").exists() {
         std::fs::create_dir_all(root)?;
-        run_git(root, &["init", "-q"])?;
+        git(root, &["init", "-q"])?;
     }
-    let remote = run_git(root, &["ls-remote", url, "HEAD"])?;
+    let remote = git(root, &["ls-remote", url, "HEAD"])?;
     let want = remote
         .split_whitespace()
         .next()
@@ -186,11 +188,11 @@ fn git_sync(url: &str, root: &Path, depth: u32) -> Result<f64> {
         fetch.push(&depth_arg);
     }
     fetch.extend([url, "HEAD"]);
-    run_git(root, &fetch)?;
-    let hash = run_git(root, &["rev-parse", "FETCH_HEAD"])?;
+    git(root, &fetch)?;
+    let hash = git(root, &["rev-parse", "FETCH_HEAD"])?;
     let worktree = root.join(".worktrees").join(&hash);
     let worktree_arg = worktree.display().to_string();
-    run_git(
+    git(
         root,
         &["worktree", "add", "-q", "--detach", &worktree_arg, &hash],
     )?;
@@ -200,21 +202,9 @@ fn git_sync(url: &str, root: &Path, depth: u32) -> Result<f64> {
     std::fs::rename(&tmp_link, root.join(LINK))?;
     if let Some(old) = current {
         let old = root.join(".worktrees").join(old).display().to_string();
-        run_git(root, &["worktree", "remove", "--force", &old])?;
+        git(root, &["worktree", "remove", "--force", &old])?;
     }
     Ok(ms_since(started))
-}
-
-fn run_git(dir: &Path, args: &[&str]) -> Result<String> {
-    let out = git_cmd().current_dir(dir).args(args).output()?;
-    if !out.status.success() {
-        bail!(
-            "git {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// The commit the link points at (the last element of its target).

@@ -1,10 +1,11 @@
 //! `bump-pr` end to end against real git remotes (a bare repository on disk, and `git daemon`
-//! on 127.0.0.1) and a stateful fake of GitHub's pull request API.
+//! on 127.0.0.1) and the stateful stand-in for GitHub's pull request API.
 
 mod common;
 
 use common::*;
 use modelsync_bump_pr::{Status, run};
+use modelsync_testenv::github::Pr;
 
 async fn bump(
     args: &modelsync_bump_pr::BumpPrArgs,
@@ -17,11 +18,11 @@ async fn bump(
 /// The scenario the issue names, over any git URL: first run opens, a newer model updates the
 /// same branch and PR, the same model again does nothing.
 async fn open_update_then_nothing(remote: &Remote, url: &str) {
-    let github = FakeGitHub::start().await;
+    let github = start_github().await;
     let (_t, token) = token_file();
-    let api = github.server.uri();
+    let api = github.url();
 
-    let (first, out) = bump(&args(url, &api, &token, "m-2", &[])).await;
+    let (first, out) = bump(&args(url, api, &token, "m-2", &[])).await;
     let first = first.unwrap_or_else(|e| panic!("first run: {e:#}"));
     assert_eq!(first.status, Status::Opened, "{out}");
     let head1 = remote.head(BRANCH).expect("branch pushed");
@@ -56,7 +57,7 @@ async fn open_update_then_nothing(remote: &Remote, url: &str) {
         "{out}"
     );
 
-    let (second, out) = bump(&args(url, &api, &token, "m-3", &[])).await;
+    let (second, out) = bump(&args(url, api, &token, "m-3", &[])).await;
     let second = second.unwrap_or_else(|e| panic!("second run: {e:#}"));
     assert_eq!(second.status, Status::Updated, "{out}");
     let head2 = remote.head(BRANCH).unwrap();
@@ -77,7 +78,7 @@ async fn open_update_then_nothing(remote: &Remote, url: &str) {
     );
 
     let writes_before = github.writes().len();
-    let (third, out) = bump(&args(url, &api, &token, "m-3", &[])).await;
+    let (third, out) = bump(&args(url, api, &token, "m-3", &[])).await;
     assert_eq!(third.unwrap().status, Status::Unchanged, "{out}");
     assert_eq!(remote.head(BRANCH).unwrap(), head2, "nothing pushed");
     assert_eq!(
@@ -89,7 +90,7 @@ async fn open_update_then_nothing(remote: &Remote, url: &str) {
     // Once merged, the same model is already on the base: no push, no PR, no GitHub call.
     remote.merge(BRANCH);
     let seen_before = github.seen().len();
-    let (fourth, out) = bump(&args(url, &api, &token, "m-3", &[])).await;
+    let (fourth, out) = bump(&args(url, api, &token, "m-3", &[])).await;
     assert_eq!(fourth.unwrap().status, Status::UpToDate, "{out}");
     assert!(out.contains("already up to date"), "{out}");
     assert_eq!(remote.head(BRANCH).unwrap(), head2);
@@ -105,21 +106,20 @@ async fn bare_repository_open_update_then_nothing() {
 #[tokio::test]
 async fn git_daemon_open_update_then_nothing() {
     let remote = Remote::new();
-    let daemon = GitDaemon::start(remote.dir.path());
-    let url = format!("git://127.0.0.1:{}/gitops.git", daemon.port);
+    let (_daemon, url) = remote.serve();
     open_update_then_nothing(&remote, &url).await;
 }
 
 #[tokio::test]
 async fn the_current_model_does_nothing() {
     let remote = Remote::new();
-    let github = FakeGitHub::start().await;
+    let github = start_github().await;
     let (_t, token) = token_file();
     let results = tempfile::tempdir().unwrap();
     let results_dir = results.path().to_str().unwrap();
     let a = args(
         &remote.url(),
-        &github.server.uri(),
+        github.url(),
         &token,
         "m-1",
         &["--results-dir", results_dir],
@@ -140,10 +140,10 @@ async fn the_current_model_does_nothing() {
 #[tokio::test]
 async fn a_human_commit_on_the_branch_stops_the_tool() {
     let remote = Remote::new();
-    let github = FakeGitHub::start().await;
+    let github = start_github().await;
     let (_t, token) = token_file();
-    let api = github.server.uri();
-    bump(&args(&remote.url(), &api, &token, "m-2", &[]))
+    let api = github.url();
+    bump(&args(&remote.url(), api, &token, "m-2", &[]))
         .await
         .0
         .unwrap();
@@ -151,7 +151,7 @@ async fn a_human_commit_on_the_branch_stops_the_tool() {
     let human_head = remote.head(BRANCH).unwrap();
     let writes_before = github.writes().len();
 
-    let (result, _) = bump(&args(&remote.url(), &api, &token, "m-3", &[])).await;
+    let (result, _) = bump(&args(&remote.url(), api, &token, "m-3", &[])).await;
     let message = format!("{:#}", result.unwrap_err());
     assert!(message.contains("did not make"), "{message}");
     assert!(message.contains("Jane Human"), "{message}");
@@ -167,8 +167,8 @@ async fn a_human_commit_on_the_branch_stops_the_tool() {
 #[tokio::test]
 async fn a_closed_unmerged_pr_is_not_reopened_but_named() {
     let remote = Remote::new();
-    let github = FakeGitHub::start().await;
-    github.add_pr(FakePr {
+    let github = start_github().await;
+    github.add_pr(Pr {
         number: 5,
         title: "Bump model to m-0".into(),
         body: "old".into(),
@@ -178,11 +178,12 @@ async fn a_closed_unmerged_pr_is_not_reopened_but_named() {
         merged: false,
         draft: false,
         labels: vec![],
+        reviewers: vec![],
     });
     let (_t, token) = token_file();
     let a = args(
         &remote.url(),
-        &github.server.uri(),
+        github.url(),
         &token,
         "m-2",
         &[
@@ -220,15 +221,9 @@ async fn a_closed_unmerged_pr_is_not_reopened_but_named() {
 #[tokio::test]
 async fn dry_run_prints_the_diff_and_the_pr_and_changes_nothing() {
     let remote = Remote::new();
-    let github = FakeGitHub::start().await;
+    let github = start_github().await;
     let (_t, token) = token_file();
-    let a = args(
-        &remote.url(),
-        &github.server.uri(),
-        &token,
-        "m-2",
-        &["--dry-run"],
-    );
+    let a = args(&remote.url(), github.url(), &token, "m-2", &["--dry-run"]);
     let (outcome, out) = bump(&a).await;
     assert_eq!(outcome.unwrap().status, Status::DryRun);
     assert!(
@@ -251,9 +246,9 @@ async fn dry_run_prints_the_diff_and_the_pr_and_changes_nothing() {
 #[tokio::test]
 async fn a_missing_base_branch_or_path_is_a_clear_error() {
     let remote = Remote::new();
-    let github = FakeGitHub::start().await;
+    let github = start_github().await;
     let (_t, token) = token_file();
-    let mut a = args(&remote.url(), &github.server.uri(), &token, "m-2", &[]);
+    let mut a = args(&remote.url(), github.url(), &token, "m-2", &[]);
     a.base = "release".into();
     let message = format!("{:#}", bump(&a).await.0.unwrap_err());
     assert!(
@@ -267,7 +262,7 @@ async fn a_missing_base_branch_or_path_is_a_clear_error() {
 
     let a = args(
         &remote.url(),
-        &github.server.uri(),
+        github.url(),
         &token,
         "m-2",
         &["--set", "data.modle=x"],
@@ -283,10 +278,10 @@ async fn a_missing_base_branch_or_path_is_a_clear_error() {
 #[tokio::test]
 async fn results_and_enterprise_api_root() {
     let remote = Remote::new();
-    let github = FakeGitHub::start().await;
+    let github = start_github().await;
     let (_t, token) = token_file();
     let results = tempfile::tempdir().unwrap();
-    let api = format!("{}/api/v3", github.server.uri());
+    let api = format!("{}/api/v3", github.url());
     let a = args(
         &remote.url(),
         &api,
@@ -320,11 +315,10 @@ async fn a_branch_protection_refusal_says_so() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
     // Hooks run in receive-pack, which the local transport skips, so push over git daemon.
-    let daemon = GitDaemon::start(remote.dir.path());
-    let url = format!("git://127.0.0.1:{}/gitops.git", daemon.port);
-    let github = FakeGitHub::start().await;
+    let (_daemon, url) = remote.serve();
+    let github = start_github().await;
     let (_t, token) = token_file();
-    let (result, _) = bump(&args(&url, &github.server.uri(), &token, "m-2", &[])).await;
+    let (result, _) = bump(&args(&url, github.url(), &token, "m-2", &[])).await;
     let message = format!("{:#}", result.unwrap_err());
     assert!(message.contains("branch protection"), "{message}");
     assert!(github.seen().is_empty());

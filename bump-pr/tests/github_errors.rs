@@ -5,9 +5,9 @@ mod common;
 
 use common::*;
 use modelsync_bump_pr::run;
+use modelsync_testenv::github::{Endpoint, GitHub};
+use modelsync_testenv::process::free_port;
 use serde_json::json;
-use wiremock::matchers::{method, path_regex};
-use wiremock::{Mock, MockServer, ResponseTemplate};
 
 async fn failing_run(server_uri: &str, remote: &Remote) -> String {
     let (_t, token) = token_file();
@@ -25,33 +25,24 @@ async fn failing_run(server_uri: &str, remote: &Remote) -> String {
     message
 }
 
-async fn list_answers(server: &MockServer, status: u16, body: serde_json::Value) {
-    Mock::given(method("GET"))
-        .and(path_regex("/repos/acme/gitops/pulls$"))
-        .respond_with(ResponseTemplate::new(status).set_body_json(body))
-        .mount(server)
-        .await;
-}
-
-async fn create_answers(server: &MockServer, status: u16, body: serde_json::Value) {
-    Mock::given(method("POST"))
-        .and(path_regex("/repos/acme/gitops/pulls$"))
-        .respond_with(ResponseTemplate::new(status).set_body_json(body))
-        .expect(1)
-        .mount(server)
-        .await;
+/// How many times the run asked to open a pull request.
+fn creations(github: &GitHub) -> usize {
+    github
+        .seen()
+        .iter()
+        .filter(|s| s.method == "POST" && s.path == "/repos/acme/gitops/pulls")
+        .count()
 }
 
 #[tokio::test]
 async fn bad_token_401() {
-    let server = MockServer::start().await;
-    list_answers(
-        &server,
+    let github = start_github().await;
+    github.fail(
+        Endpoint::ListPulls,
         401,
         json!({"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"}),
-    )
-    .await;
-    let message = failing_run(&server.uri(), &Remote::new()).await;
+    );
+    let message = failing_run(github.url(), &Remote::new()).await;
     assert!(
         message.contains("rejected the token (401 Bad credentials)"),
         "{message}"
@@ -61,15 +52,14 @@ async fn bad_token_401() {
 
 #[tokio::test]
 async fn no_permission_403() {
-    let server = MockServer::start().await;
-    list_answers(&server, 200, json!([])).await;
-    create_answers(
-        &server,
+    let github = start_github().await;
+    github.fail(
+        Endpoint::CreatePull,
         403,
         json!({"message": "Resource not accessible by personal access token"}),
-    )
-    .await;
-    let message = failing_run(&server.uri(), &Remote::new()).await;
+    );
+    let message = failing_run(github.url(), &Remote::new()).await;
+    assert_eq!(creations(&github), 1);
     assert!(
         message.contains("may not open a pull request in acme/gitops"),
         "{message}"
@@ -80,18 +70,17 @@ async fn no_permission_403() {
 
 #[tokio::test]
 async fn validation_failed_422() {
-    let server = MockServer::start().await;
-    list_answers(&server, 200, json!([])).await;
-    create_answers(
-        &server,
+    let github = start_github().await;
+    github.fail(
+        Endpoint::CreatePull,
         422,
         json!({
             "message": "Validation Failed",
             "errors": [{"resource": "PullRequest", "code": "custom", "message": "No commits between main and modelsync/label-bot"}]
         }),
-    )
-    .await;
-    let message = failing_run(&server.uri(), &Remote::new()).await;
+    );
+    let message = failing_run(github.url(), &Remote::new()).await;
+    assert_eq!(creations(&github), 1);
     assert!(
         message.contains("refused to open a pull request (422"),
         "{message}"
@@ -104,7 +93,7 @@ async fn validation_failed_422() {
 
 #[tokio::test]
 async fn unreachable_api() {
-    let port = free_port();
+    let port = free_port().unwrap();
     let message = failing_run(&format!("http://127.0.0.1:{port}"), &Remote::new()).await;
     assert!(message.contains("cannot reach the GitHub API"), "{message}");
     assert!(message.contains("Re-running is safe"), "{message}");
@@ -113,14 +102,14 @@ async fn unreachable_api() {
 #[tokio::test]
 async fn a_rerun_after_a_failure_finishes_the_pr_without_pushing_again() {
     let remote = Remote::new();
-    let down = free_port();
+    let down = free_port().unwrap();
     failing_run(&format!("http://127.0.0.1:{down}"), &remote).await;
     let pushed = remote.head(BRANCH).unwrap();
-    let github = FakeGitHub::start().await;
+    let github = start_github().await;
     let (_t, token) = token_file();
     let mut out = Vec::new();
     let outcome = run(
-        &args(&remote.url(), &github.server.uri(), &token, "m-2", &[]),
+        &args(&remote.url(), github.url(), &token, "m-2", &[]),
         &mut out,
     )
     .await

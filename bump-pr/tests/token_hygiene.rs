@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use clap::Parser;
 use common::*;
 use modelsync_bump_pr::{BumpPrArgs, run};
+use modelsync_testenv::github::Endpoint;
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -58,16 +59,15 @@ async fn the_token_is_sent_but_never_shown_or_stored() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let remote = Remote::new();
-    let daemon = GitDaemon::start(remote.dir.path());
-    let url = format!("git://127.0.0.1:{}/gitops.git", daemon.port);
-    let github = FakeGitHub::start().await;
+    let (_daemon, url) = remote.serve();
+    let github = start_github().await;
     let (_t, token) = token_file();
     let mut output = Vec::new();
     for (model, work) in [("m-2", "first"), ("m-3", "second")] {
         let work_dir = remote.dir.path().join(work);
         let a = args(
             &url,
-            &github.server.uri(),
+            github.url(),
             &token,
             model,
             &["--work-dir", work_dir.to_str().unwrap()],
@@ -86,15 +86,13 @@ async fn the_token_is_sent_but_never_shown_or_stored() {
         );
     }
     // A failing GitHub call must not echo the token either.
-    let broken = wiremock::MockServer::start().await;
-    wiremock::Mock::given(wiremock::matchers::any())
-        .respond_with(
-            wiremock::ResponseTemplate::new(401)
-                .set_body_json(serde_json::json!({"message": "Bad credentials"})),
-        )
-        .mount(&broken)
-        .await;
-    let err = run(&args(&url, &broken.uri(), &token, "m-4", &[]), &mut output)
+    let broken = start_github().await;
+    broken.fail(
+        Endpoint::Any,
+        401,
+        serde_json::json!({"message": "Bad credentials"}),
+    );
+    let err = run(&args(&url, broken.url(), &token, "m-4", &[]), &mut output)
         .await
         .unwrap_err();
     output.extend(format!("{err:#} {err:?}").into_bytes());

@@ -58,29 +58,27 @@ impl std::fmt::Display for Report {
     }
 }
 
-/// Calls the lambda once, with the controller's client, and judges the reply; `Err` says what
-/// does not follow the protocol.
-pub async fn check(args: &LambdaCheckArgs) -> Result<Report, String> {
-    check_call(args).await.map_err(|e| e.to_string())
-}
-
 /// Why `lambda-check` failed: the shared client's error, or a local problem before the call.
 #[derive(Debug, thiserror::Error)]
-enum CheckError {
+pub enum CheckError {
+    /// The token or CA file could not be read.
     #[error("reading {path}: {source}")]
     Read {
         path: String,
         #[source]
         source: std::io::Error,
     },
+    /// The client could not be built with the CA file at `path`.
     #[error("{path}: {source}")]
     Setup {
         path: String,
         #[source]
         source: SetupError,
     },
+    /// The call failed, or its answer does not follow the protocol.
     #[error("{}", call_problem(.0))]
     Call(CallError),
+    /// A valid answer, but not the one `--expect-needs-sync` asked for.
     #[error("needsSync is {got}, expected {expected}")]
     Unexpected { got: bool, expected: bool },
 }
@@ -108,7 +106,9 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>, CheckError> {
     })
 }
 
-async fn check_call(args: &LambdaCheckArgs) -> Result<Report, CheckError> {
+/// Calls the lambda once, with the controller's client, and judges the reply; `Err` says what
+/// does not follow the protocol.
+pub async fn check(args: &LambdaCheckArgs) -> Result<Report, CheckError> {
     let ca = args.ca_file.as_deref().map(read).transpose()?;
     let client = LambdaClient::with_options(&ClientOptions {
         user_agent: concat!("modelsync-lambda-check/", env!("CARGO_PKG_VERSION")),
@@ -175,7 +175,7 @@ pub fn run(args: LambdaCheckArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    match runtime.block_on(check_call(&args)) {
+    match runtime.block_on(check(&args)) {
         Ok(report) => {
             println!(
                 "OK: {} answers following the modelsync lambda protocol v1",

@@ -97,7 +97,9 @@ pub async fn run(
                 let polled_models = key.1.clone();
                 let computed = tokio::task::spawn_blocking(move || {
                     let models = match (&input, polled_models) {
-                        (ModelInput::Records(path), _) => records::load(&synced.worktree, path),
+                        (ModelInput::Records(path), _) => {
+                            records::load(&synced.worktree, path).map_err(|e| e.to_string())
+                        }
                         (ModelInput::Polled(_), Some(m)) => m,
                         (ModelInput::Polled(_), None) => {
                             Err("the model source has not answered yet".into())

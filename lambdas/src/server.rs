@@ -285,7 +285,7 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
                 let mut ticker = tokio::time::interval(period);
                 loop {
                     ticker.tick().await;
-                    let models = source.models().await;
+                    let models = source.models().await.map_err(|e| e.to_string());
                     if let Err(e) = &models {
                         tracing::warn!(error = %e, "model source failed");
                     }

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use modelsync_lambdas::check::{LambdaCheckArgs, check};
-use support::Guarded;
+use modelsync_testenv::process::Guarded;
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/lambdas")
@@ -50,7 +50,7 @@ async fn scenario(models: &Path, url: &str) {
     assert_eq!(report.answer.revision.as_deref(), Some("m1"));
 
     std::fs::write(models.join("m2.json"), "{not json").unwrap();
-    let err = check(&args(url, None)).await.unwrap_err();
+    let err = check(&args(url, None)).await.unwrap_err().to_string();
     assert!(
         err.starts_with("lambda answered HTTP 500, expected 200") && err.contains("m2.json"),
         "{err}"
@@ -60,7 +60,7 @@ async fn scenario(models: &Path, url: &str) {
 /// With `--token-file`, an example answers only callers sending that token, as the
 /// controller does with the `token` of a ModelSync's lambda Secret.
 async fn token_scenario(dir: &Path, url: &str) {
-    let err = check(&args(url, None)).await.unwrap_err();
+    let err = check(&args(url, None)).await.unwrap_err().to_string();
     assert!(
         err.starts_with("lambda answered HTTP 401, expected 200"),
         "{err}"
@@ -74,7 +74,7 @@ async fn token_scenario(dir: &Path, url: &str) {
             ..args(url, Some(true))
         }
     };
-    let err = check(&with("guess")).await.unwrap_err();
+    let err = check(&with("guess")).await.unwrap_err().to_string();
     assert!(err.starts_with("lambda answered HTTP 401"), "{err}");
     let report = check(&with(EXAMPLE_TOKEN))
         .await
@@ -91,28 +91,47 @@ fn token_file(dir: &Path) -> String {
     file.display().to_string()
 }
 
+/// An example lambda running as a real process, stopped when dropped.
+struct Running {
+    _process: Guarded,
+    _logs: tempfile::TempDir,
+}
+
+/// Starts `program args... --models <models>` in `models` and waits for it to listen; returns
+/// it with the address it says it listens on.
+fn start(program: &Path, args: &[&str], models: &Path) -> (Running, String) {
+    let logs = tempfile::tempdir().unwrap();
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .arg("--models")
+        .arg(models)
+        .current_dir(models);
+    let mut process =
+        Guarded::spawn_command("example-lambda", &command, &logs.path().join("lambda.log"))
+            .unwrap();
+    let line = process
+        .wait_for_line("listening on ", Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let base = line.trim_start_matches("listening on ").to_owned();
+    let running = Running {
+        _process: process,
+        _logs: logs,
+    };
+    (running, base)
+}
+
 /// The Python example over `models`, with `extra` flags; its URL.
-fn start_python(models: &Path, extra: &[&str]) -> (Guarded, String) {
+fn start_python(models: &Path, extra: &[&str]) -> (Running, String) {
     let script = examples().join("python/lambda.py").display().to_string();
-    let models_arg = models.display().to_string();
-    let mut argv = vec![
-        script.as_str(),
-        "--models",
-        &models_arg,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-    ];
+    let mut argv = vec![script.as_str(), "--host", "127.0.0.1", "--port", "0"];
     argv.extend(extra);
-    let mut lambda = Guarded::spawn("python3", &argv, models);
-    let line = lambda.wait_for_line("listening on ");
-    let url = format!("{}/needsTrain", line.trim_start_matches("listening on "));
-    (lambda, url)
+    let (lambda, base) = start(Path::new("python3"), &argv, models);
+    (lambda, format!("{base}/needsTrain"))
 }
 
 /// The Go example built into `build`, over `models`, with `extra` flags; its URL.
-fn start_go(build: &Path, models: &Path, extra: &[&str]) -> (Guarded, String) {
+fn start_go(build: &Path, models: &Path, extra: &[&str]) -> (Running, String) {
     let binary = build.join("lambda");
     let out = Command::new("go")
         .current_dir(examples().join("go"))
@@ -126,13 +145,10 @@ fn start_go(build: &Path, models: &Path, extra: &[&str]) -> (Guarded, String) {
         "go build: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let models_arg = models.display().to_string();
-    let mut argv = vec!["--models", models_arg.as_str(), "--listen", "127.0.0.1:0"];
+    let mut argv = vec!["--listen", "127.0.0.1:0"];
     argv.extend(extra);
-    let mut lambda = Guarded::spawn(&binary.display().to_string(), &argv, models);
-    let line = lambda.wait_for_line("listening on ");
-    let url = format!("{}/needsSync", line.trim_start_matches("listening on "));
-    (lambda, url)
+    let (lambda, base) = start(&binary, &argv, models);
+    (lambda, format!("{base}/needsSync"))
 }
 
 #[tokio::test]
@@ -187,15 +203,18 @@ async fn lambda_check_says_what_is_wrong() {
 
     let err = check(&args(&format!("{base}/text"), None))
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("answer is not JSON"), "{err}");
     let err = check(&args(&format!("{base}/string"), None))
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert_eq!(err, "field needsSync is a string, expected a boolean");
     let err = check(&args(&format!("{base}/missing"), None))
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("lambda answered HTTP 404"), "{err}");
     let report = check(&args(&format!("{base}/empty"), None)).await.unwrap();
     assert!(
@@ -208,6 +227,7 @@ async fn lambda_check_says_what_is_wrong() {
     let port = support::free_port();
     let err = check(&args(&format!("http://127.0.0.1:{port}/"), None))
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("calling the lambda"), "{err}");
 }

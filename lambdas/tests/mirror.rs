@@ -209,11 +209,11 @@ async fn a_remote_that_goes_away_keeps_the_last_good_tree() {
     let metrics = MirrorMetrics::register(&mut registry);
     let (state, state_rx) = tokio::sync::watch::channel(MirrorState::default());
 
-    let mut daemon = git_daemon(up.dir.path(), port);
+    let daemon = git_daemon(up.dir.path(), port);
     mirror::sync_and_publish(&spec, &metrics, &state, None)
         .await
         .unwrap();
-    daemon.stop();
+    drop(daemon);
 
     let err = mirror::sync_and_publish(&spec, &metrics, &state, None)
         .await
@@ -455,19 +455,9 @@ async fn token_from_a_file_is_sent_as_basic_auth() {
 
 /// `git args...` in `dir` with no user configuration; its raw standard output.
 fn git_bytes(dir: &Path, args: &[&str]) -> Vec<u8> {
-    let out = std::process::Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    modelsync_testenv::git::Git::new(dir)
+        .run_bytes(args)
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Asserts that `worktree` holds exactly the tree of commit `hash` of `repo`, as `git ls-tree`

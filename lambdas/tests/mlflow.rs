@@ -11,8 +11,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use modelsync_lambdas::sources::mlflow::{MlflowSource, MlflowSpec};
+use modelsync_testenv::process::Guarded;
 use serde_json::{Value, json};
-use support::Guarded;
 
 const MLFLOW_VERSION: &str = "3.17.2";
 const COMPLETE: &str = ".complete";
@@ -84,31 +84,18 @@ fn start_mlflow() -> Mlflow {
     let port = support::free_port();
     let backend = format!("sqlite:///{}", data.path().join("mlflow.db").display());
     let artifacts = data.path().join("artifacts").display().to_string();
-    let python = venv.join("bin/python").display().to_string();
-    let port_text = port.to_string();
     let log = data.path().join("mlflow.log");
-    let process = Guarded::spawn_with(
-        &python,
-        &[
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port_text,
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            &backend,
-            "--default-artifact-root",
-            &artifacts,
-        ],
-        data.path(),
+    let mut command = Command::new(venv.join("bin/python"));
+    command
+        .args(["-m", "mlflow", "server", "--host", "127.0.0.1", "--port"])
+        .arg(port.to_string())
+        .args(["--workers", "1", "--backend-store-uri", &backend])
+        .args(["--default-artifact-root", &artifacts])
+        .current_dir(data.path())
         // The job runner starts helper processes the test does not need.
-        &[("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")],
-        Some(&log),
-    );
+        .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false");
+    // Its workers are processes of their own: the whole session stops with the test.
+    let process = Guarded::spawn_session("mlflow", &command, &log).unwrap();
     let url = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -177,7 +164,10 @@ async fn reads_versions_stages_and_aliases_from_a_real_mlflow() {
         MlflowSource::new(spec, Duration::from_secs(10)).unwrap()
     };
 
-    let err = source("label-bot", None, None).models().await;
+    let err = source("label-bot", None, None)
+        .models()
+        .await
+        .map_err(|e| e.to_string());
     assert_eq!(
         err,
         Ok(vec![]),
@@ -251,7 +241,8 @@ async fn reads_versions_stages_and_aliases_from_a_real_mlflow() {
     let err = source("label-bot", None, Some("nobody"))
         .models()
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("registered-models/alias: HTTP 4"), "{err}");
 
     // The lambda server over the same registry: deploy the alias's version.
@@ -307,6 +298,6 @@ async fn reads_versions_stages_and_aliases_from_a_real_mlflow() {
         Duration::from_secs(2),
     )
     .unwrap();
-    let err = source.models().await.unwrap_err();
+    let err = source.models().await.unwrap_err().to_string();
     assert!(err.starts_with(&format!("MLflow at {dead}")), "{err}");
 }

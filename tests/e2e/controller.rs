@@ -9,6 +9,7 @@ use common::{Env, Lambda, active_runs, modelsync, ready};
 use k8s_openapi::api::core::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams};
+use modelsync_testenv::ControllerCommand;
 use modelsync_testenv::tekton::{self, RunEnd};
 use serde_json::json;
 
@@ -623,7 +624,7 @@ async fn killed_at_random_moments_never_two_active_runs_never_an_orphan() {
                 )
                 .await;
         }
-        controller.restart();
+        controller.restart().unwrap();
     }
     // Settle: the last controller runs undisturbed; still one active run at most.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -656,12 +657,12 @@ async fn with_leader_election_one_replica_works_and_another_takes_over() {
         "--leader-elect",
         &format!("--leader-election-namespace={}", env.ns),
     ];
-    let mut first = common::Controller::start_with(&env.ns, env.logs.path(), &flags);
+    let mut first = env.controller_with(&flags);
     env.eventually(WAIT, "a leader", || async {
         first.log().contains("became leader").then_some(())
     })
     .await;
-    let second = common::Controller::start_with(&env.ns, env.logs.path(), &flags);
+    let second = env.controller_with(&flags);
     env.apply(modelsync("l", &lambda.url("l"), json!({}))).await;
     env.eventually(WAIT, "polls by the leader", || async {
         (lambda.calls("l").await >= 2).then_some(())
@@ -708,12 +709,12 @@ async fn a_leader_stopped_by_sigterm_releases_the_lease_for_the_next_at_once() {
         "--leader-elect",
         &format!("--leader-election-namespace={}", env.ns),
     ];
-    let first = common::Controller::start_with(&env.ns, env.logs.path(), &flags);
+    let first = env.controller_with(&flags);
     env.eventually(WAIT, "a leader", || async {
         first.log().contains("became leader").then_some(())
     })
     .await;
-    let second = common::Controller::start_with(&env.ns, env.logs.path(), &flags);
+    let second = env.controller_with(&flags);
     env.eventually(WAIT, "the second replica waiting", || async {
         second.log().contains("another replica leads").then_some(())
     })
@@ -738,16 +739,16 @@ async fn a_leader_stopped_by_sigterm_releases_the_lease_for_the_next_at_once() {
 async fn without_the_crd_the_controller_fails_fast_saying_what_to_install() {
     // A control plane of its own, with no CRD at all.
     let bare = modelsync_testenv::ControlPlane::start().await.unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_modelsync"))
-        .args(["controller", "--metrics-addr=127.0.0.1:0"])
-        .env("KUBECONFIG", bare.kubeconfig())
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(30), out)
-        .await
-        .expect("the controller did not fail fast")
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_modelsync"));
+    let mut controller =
+        modelsync_testenv::spawn_controller(ControllerCommand::new(bin, bare.kubeconfig()))
+            .unwrap();
+    let status = controller
+        .wait_exit(Duration::from_secs(30))
+        .expect("the controller did not fail fast");
+    assert!(!status.success());
+    // Its log holds what it wrote to stderr.
+    let stderr = controller.log();
     assert!(
         stderr.contains("modelsyncs.modelsync.dev") && stderr.contains("kubectl apply"),
         "{stderr}"

@@ -9,7 +9,7 @@ mod secure_lambda;
 
 use std::time::Duration;
 
-use common::{Controller, Env, Lambda, modelsync, ready};
+use common::{Env, Lambda, modelsync, ready};
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use secure_lambda::{TOKEN, Tripwire, pki, start_lambdas, tls_front};
@@ -235,14 +235,10 @@ async fn the_egress_rules_refuse_before_connecting_and_redirects_are_not_followe
             json!({"status": 302, "headers": {"Location": location}, "body": ""}),
         )
         .await;
-    let _controller = Controller::start_with(
-        &env.ns,
-        env.logs.path(),
-        &[
-            "--lambda-allow-cidrs=127.0.0.0/30",
-            "--lambda-deny-cidrs=127.0.0.1/32,127.0.0.2/32",
-        ],
-    );
+    let _controller = env.controller_with(&[
+        "--lambda-allow-cidrs=127.0.0.0/30",
+        "--lambda-deny-cidrs=127.0.0.1/32,127.0.0.2/32",
+    ]);
     let cases = [
         ("fine", lambda.url("fine"), "Idle", String::new()),
         (

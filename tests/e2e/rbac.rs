@@ -18,8 +18,8 @@ use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchParams};
 use manifest_support::{KUBECTL_INSTALL, apply, describe, kustomize, repo_root, require_tool};
-use modelsync_testenv::process::{Guarded, free_port, log_tail};
 use modelsync_testenv::tekton::{self, RunEnd};
+use modelsync_testenv::{ControllerCommand, spawn_controller};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -179,22 +179,14 @@ async fn the_controller_runs_with_the_base_rbac_and_nothing_more() {
     );
 
     // The real binary, as the service account, leader-elected on the base's Lease.
-    let port = free_port().unwrap();
-    let log = env.logs.path().join("controller.log");
-    let pod = format!("modelsync-controller-rbac-{port}");
-    let args: Vec<String> = vec![
-        format!("KUBECONFIG={}", kubeconfig.display()),
-        format!("POD_NAME={pod}"),
-        format!("POD_NAMESPACE={NS}"),
-        "RUST_LOG=info,kube=warn".into(),
-        env!("CARGO_BIN_EXE_modelsync").into(),
-        "controller".into(),
-        format!("--namespace={}", env.ns),
-        format!("--metrics-addr=127.0.0.1:{port}"),
-        "--leader-elect".into(),
-    ];
-    let mut controller = Guarded::spawn("modelsync-controller", Path::new("env"), &args, &log)
-        .expect("starting modelsync controller");
+    let pod = format!("modelsync-controller-rbac-{}", env.ns);
+    let command = ControllerCommand::new(Path::new(env!("CARGO_BIN_EXE_modelsync")), &kubeconfig)
+        .namespace(&env.ns)
+        .arg("--leader-elect")
+        .env("POD_NAME", &pod)
+        .env("POD_NAMESPACE", NS)
+        .log_dir(env.logs.path());
+    let mut controller = spawn_controller(command).expect("starting modelsync controller");
 
     let mut finished = Vec::new();
     for (cycle, model) in ["m-1", "m-2"].into_iter().enumerate() {
@@ -235,7 +227,7 @@ async fn the_controller_runs_with_the_base_rbac_and_nothing_more() {
         assert!(
             controller.exited().is_none(),
             "the controller exited: {}",
-            log_tail(&log, 40)
+            controller.log_tail()
         );
     }
 
@@ -266,11 +258,11 @@ async fn the_controller_runs_with_the_base_rbac_and_nothing_more() {
         lease.spec.unwrap().holder_identity.as_deref(),
         Some(pod.as_str())
     );
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let text = controller.log();
     assert!(
         !text.to_lowercase().contains("forbidden"),
         "the controller was refused something:\n{}",
-        log_tail(&log, 40)
+        controller.log_tail()
     );
     controller.stop();
 }

@@ -50,20 +50,15 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if Instant::now() > deadline {
+    modelsync_testenv::wait::until(timeout, Duration::from_millis(500), check)
+        .await
+        .unwrap_or_else(|| {
             panic!(
                 "{what}: not seen within {}s\n{}",
                 timeout.as_secs(),
                 context()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+            )
+        })
 }
 
 /// What a person would look at when a run does not go as expected.

@@ -1,15 +1,15 @@
-//! Git repositories for the mirror and lambda server benchmarks: generated with
-//! `git fast-import`, served by `git daemon` on 127.0.0.1, and the small HTTP and metrics
-//! helpers both benchmarks read their figures with.
+//! Git repositories for the mirror and lambda server benchmarks, generated with
+//! `git fast-import` (the test environment's `git daemon` serves them on 127.0.0.1), and the
+//! small HTTP and metrics helpers both benchmarks read their figures with.
 
 use std::io::{BufWriter, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use modelsync_testenv::process::{Guarded, free_port, log_tail};
+use modelsync_testenv::git::git;
 
 /// Commits and files of the large generated repository (issue 7, benchmark 5).
 pub const COMMITS: usize = 10_000;
@@ -17,33 +17,6 @@ pub const FILES: usize = 5_000;
 
 /// Bump when the generated content changes, so a cached copy is not reused.
 const GENERATION: &str = "bench-repo-v1";
-
-/// `git` with no user or system configuration, so the machine's settings do not skew figures.
-pub fn git_cmd() -> Command {
-    let mut cmd = Command::new("git");
-    cmd.env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_TERMINAL_PROMPT", "0");
-    cmd
-}
-
-/// Runs `git args...` in `dir` and returns its trimmed standard output.
-pub fn git(dir: &Path, args: &[&str]) -> Result<String> {
-    let out = git_cmd()
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .with_context(|| format!("running git {}", args.join(" ")))?;
-    if !out.status.success() {
-        bail!(
-            "git {} in {} failed: {}",
-            args.join(" "),
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
 
 /// The path of file `i` of `n` files spread over folders of 100: `src/d007/f00712.txt`.
 pub fn file_path(prefix: &str, i: usize) -> String {
@@ -70,8 +43,7 @@ pub struct FastImport {
 
 impl FastImport {
     pub fn start(bare_repo: &Path) -> Result<Self> {
-        let mut child = git_cmd()
-            .current_dir(bare_repo)
+        let mut child = modelsync_testenv::git::command(bare_repo)
             .args(["fast-import", "--quiet", "--done"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -167,44 +139,6 @@ pub fn push_commit(bare_repo: &Path, count: usize, rev: usize) -> Result<String>
     }
     fi.finish()?;
     git(bare_repo, &["rev-parse", "refs/heads/main"])
-}
-
-/// `git daemon` serving every repository under `base` on 127.0.0.1.
-pub struct Daemon {
-    pub port: u16,
-    _process: Guarded,
-}
-
-impl Daemon {
-    pub fn start(base: &Path, log: &Path) -> Result<Self> {
-        let port = free_port()?;
-        let git = which("git")?;
-        let args = vec![
-            "daemon".to_owned(),
-            "--reuseaddr".to_owned(),
-            "--listen=127.0.0.1".to_owned(),
-            format!("--port={port}"),
-            format!("--base-path={}", base.display()),
-            "--export-all".to_owned(),
-            base.display().to_string(),
-        ];
-        let process = Guarded::spawn("git-daemon", &git, &args, log)?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                bail!("git daemon did not listen: {}", log_tail(log, 20));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(Daemon {
-            port,
-            _process: process,
-        })
-    }
-
-    pub fn url(&self, name: &str) -> String {
-        format!("git://127.0.0.1:{}/{name}", self.port)
-    }
 }
 
 /// The absolute path of a program on PATH.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::{ModelRecord, Models};
+use super::ModelRecord;
 
 /// The version tag a training run sets to the commit it trained on.
 pub const DATA_REVISION_TAG: &str = "dataRevision";
@@ -61,6 +61,47 @@ struct AliasAnswer {
 #[error("building the MLflow HTTP client: {0}")]
 pub struct ClientError(reqwest::Error);
 
+/// Why MLflow's model registry could not be read. Every message starts with the server, or the
+/// version, at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum MlflowError {
+    /// No answer: refused, timed out, or cut off before the status line.
+    #[error("MLflow at {url}: {source}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The answer's body could not be read.
+    #[error("MLflow at {url}: reading the answer: {source}")]
+    Body {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// MLflow answered with an error status; `message` is its own, or the start of the body.
+    #[error("MLflow at {url}: HTTP {status}: {message}")]
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+        message: String,
+    },
+    /// A success answer not in the shape of MLflow's REST API 2.0.
+    #[error("MLflow at {url}: unexpected answer: {source}")]
+    Shape {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A version whose creation time is not a time.
+    #[error("MLflow version {version} of {model}: bad creation_timestamp {timestamp}")]
+    CreationTime {
+        model: String,
+        version: String,
+        timestamp: i64,
+    },
+}
+
 /// Reads MLflow with its own HTTP client and deadline.
 #[derive(Clone, Debug)]
 pub struct MlflowSource {
@@ -78,7 +119,7 @@ impl MlflowSource {
     }
 
     /// The matching versions as model records (id `models:/<name>/<version>`).
-    pub async fn models(&self) -> Models {
+    pub async fn models(&self) -> Result<Vec<ModelRecord>, MlflowError> {
         let base = self.spec.url.trim_end_matches('/');
         let versions = match &self.spec.alias {
             Some(alias) => {
@@ -109,7 +150,7 @@ impl MlflowSource {
         Ok(models)
     }
 
-    async fn search(&self, base: &str) -> Result<Vec<Version>, String> {
+    async fn search(&self, base: &str) -> Result<Vec<Version>, MlflowError> {
         let url = format!("{base}/api/2.0/mlflow/model-versions/search");
         let filter = format!("name='{}'", self.spec.model.replace('\'', "\\'"));
         let mut versions = Vec::new();
@@ -132,39 +173,40 @@ impl MlflowSource {
         &self,
         url: &str,
         query: &[(&str, &str)],
-    ) -> Result<T, String> {
-        let response = self
-            .client
-            .get(url)
-            .query(query)
-            .send()
-            .await
-            .map_err(|e| format!("MLflow at {url}: {e}"))?;
+    ) -> Result<T, MlflowError> {
+        let url = url.to_owned();
+        let response = match self.client.get(&url).query(query).send().await {
+            Ok(response) => response,
+            Err(source) => return Err(MlflowError::Unreachable { url, source }),
+        };
         let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| format!("MLflow at {url}: reading the answer: {e}"))?;
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(source) => return Err(MlflowError::Body { url, source }),
+        };
         if !status.is_success() {
             let message = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
                 .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
                 .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
-            return Err(format!("MLflow at {url}: HTTP {status}: {message}"));
+            return Err(MlflowError::Status {
+                url,
+                status,
+                message,
+            });
         }
-        serde_json::from_slice(&body)
-            .map_err(|e| format!("MLflow at {url}: unexpected answer: {e}"))
+        serde_json::from_slice(&body).map_err(|source| MlflowError::Shape { url, source })
     }
 }
 
-fn to_record(v: Version) -> Result<ModelRecord, String> {
-    let created =
-        DateTime::<Utc>::from_timestamp_millis(v.creation_timestamp).ok_or_else(|| {
-            format!(
-                "MLflow version {} of {}: bad creation_timestamp {}",
-                v.version, v.name, v.creation_timestamp
-            )
-        })?;
+fn to_record(v: Version) -> Result<ModelRecord, MlflowError> {
+    let Some(created) = DateTime::<Utc>::from_timestamp_millis(v.creation_timestamp) else {
+        return Err(MlflowError::CreationTime {
+            model: v.name,
+            version: v.version,
+            timestamp: v.creation_timestamp,
+        });
+    };
     let data_revision = v
         .tags
         .into_iter()

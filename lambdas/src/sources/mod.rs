@@ -32,7 +32,10 @@ pub fn newest(models: &[ModelRecord]) -> Option<&ModelRecord> {
         .max_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)))
 }
 
-/// What a source reported: the models, or why it could not say.
+/// What a source reported, as the built-ins read it: the models, or in words why the source
+/// could not list them ([`records::RecordsError`], [`mlflow::MlflowError`], or no answer yet).
+/// Words rather than the error because a report is kept, compared with the next one to see
+/// whether answers must be computed again, and sent between tasks.
 pub type Models = Result<Vec<ModelRecord>, String>;
 
 #[cfg(test)]

@@ -1,15 +1,17 @@
 //! Harness for end-to-end tests: the shared control plane with the ModelSync CRD, a scripted
-//! lambda process, and the real `modelsync controller` process per test namespace.
+//! lambda process, and the real `modelsync controller` process per test namespace (started by
+//! the test environment's `spawn_controller`).
 
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::{CustomResourceExt, ResourceExt};
 use modelsync_api::{ModelSync, PipelineRun};
-use modelsync_testenv::process::{Guarded, free_port, log_tail};
+use modelsync_testenv::process::Guarded;
+use modelsync_testenv::{Controller, ControllerCommand, spawn_controller};
 use serde_json::{Value, json};
 
 pub fn control_plane() -> &'static modelsync_testenv::ControlPlane {
@@ -81,21 +83,26 @@ impl Env {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Option<T>>,
     {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(v) = check().await {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {timeout:?} waiting for {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        modelsync_testenv::wait::until(timeout, Duration::from_millis(100), check)
+            .await
+            .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
     }
 
+    /// The real `modelsync controller` binary watching this test's namespace.
     pub fn controller(&self) -> Controller {
-        Controller::start(&self.ns, self.logs.path())
+        self.controller_with(&[])
+    }
+
+    /// With extra flags, e.g. `--leader-elect`.
+    pub fn controller_with(&self, flags: &[&str]) -> Controller {
+        let command = ControllerCommand::new(
+            Path::new(env!("CARGO_BIN_EXE_modelsync")),
+            control_plane().kubeconfig(),
+        )
+        .namespace(&self.ns)
+        .args(flags.iter().copied())
+        .log_dir(self.logs.path());
+        spawn_controller(command).expect("starting modelsync controller")
     }
 }
 
@@ -123,102 +130,6 @@ pub fn modelsync(name: &str, url: &str, extra_spec: Value) -> Value {
         "metadata": {"name": name},
         "spec": spec,
     })
-}
-
-/// The real `modelsync controller` binary watching one namespace.
-pub struct Controller {
-    proc: Option<Guarded>,
-    ns: String,
-    log: PathBuf,
-    /// `--metrics-addr=127.0.0.1:<port>`, unique per controller: finds its pid.
-    marker: String,
-    extra: Vec<String>,
-}
-
-impl Controller {
-    pub fn start(ns: &str, logs: &Path) -> Controller {
-        Self::start_with(ns, logs, &[])
-    }
-
-    /// With extra flags, e.g. `--leader-elect`.
-    pub fn start_with(ns: &str, logs: &Path, extra: &[&str]) -> Controller {
-        let port = free_port().unwrap();
-        let mut c = Controller {
-            proc: None,
-            ns: ns.to_owned(),
-            log: logs.join(format!("controller-{port}.log")),
-            marker: format!("--metrics-addr=127.0.0.1:{port}"),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        c.restart();
-        c
-    }
-
-    /// `http://127.0.0.1:<port>`: its `/metrics`, `/healthz` and `/readyz`.
-    pub fn admin_url(&self) -> String {
-        format!(
-            "http://{}",
-            self.marker.trim_start_matches("--metrics-addr=")
-        )
-    }
-
-    /// Starts the process again (after [`Controller::kill9`]).
-    pub fn restart(&mut self) {
-        let cp = control_plane();
-        let mut args = vec![
-            "controller".to_owned(),
-            format!("--namespace={}", self.ns),
-            self.marker.clone(),
-        ];
-        args.extend(self.extra.iter().cloned());
-        // The child reads KUBECONFIG: pass it through a tiny env wrapper, since Guarded
-        // inherits this process's environment.
-        let mut full = vec![
-            format!("KUBECONFIG={}", cp.kubeconfig().display()),
-            "RUST_LOG=info,kube=warn".to_owned(),
-            env!("CARGO_BIN_EXE_modelsync").to_owned(),
-        ];
-        full.extend(args);
-        self.proc = Some(
-            Guarded::spawn("modelsync-controller", Path::new("env"), &full, &self.log)
-                .expect("starting modelsync controller"),
-        );
-    }
-
-    /// The controller's own pid (not its guard's).
-    fn pid(&self) -> Option<u32> {
-        modelsync_testenv::process::pids_mentioning(&self.marker)
-            .into_iter()
-            .find(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .is_ok_and(|c| c.trim() == "modelsync")
-            })
-    }
-
-    /// Kills the controller with SIGKILL: no clean-up, like a node dying.
-    pub fn kill9(&mut self) {
-        for _ in 0..100 {
-            if let Some(pid) = self.pid() {
-                let _ = std::process::Command::new("kill")
-                    .args(["-9", &pid.to_string()])
-                    .status();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if let Some(mut p) = self.proc.take() {
-            p.stop();
-        }
-    }
-
-    /// The log, for finding out which replica did what.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn log_tail(&self) -> String {
-        log_tail(&self.log, 40)
-    }
 }
 
 /// The scripted Python lambda (`tests/e2e/scripted_lambda.py`), as a real process.

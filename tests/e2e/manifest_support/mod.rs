@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::discovery::{Scope, pinned_kind};
 use serde_json::Value;
 
@@ -102,19 +101,6 @@ pub fn describe(doc: &Value) -> String {
     )
 }
 
-/// Creates the namespace if it does not exist yet.
-pub async fn ensure_namespace(client: &kube::Client, name: &str) -> Result<()> {
-    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
-    match Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("creating namespace {name}")),
-    }
-}
-
 /// Server-side applies one object; namespaced objects without a namespace go to
 /// `default_ns`, and an object's own namespace is created first.
 pub async fn apply(
@@ -138,7 +124,7 @@ pub async fn apply(
         Scope::Namespaced => {
             let ns = match doc["metadata"]["namespace"].as_str() {
                 Some(ns) => {
-                    ensure_namespace(client, ns).await?;
+                    modelsync_testenv::create_namespace(client, ns).await?;
                     ns
                 }
                 None => default_ns,

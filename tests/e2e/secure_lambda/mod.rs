@@ -5,7 +5,6 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,19 +15,7 @@ use tokio_rustls::rustls;
 pub const TOKEN: &str = "s3cret-lambda-token";
 
 fn run_git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@localhost"])
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .expect("git is installed");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    modelsync_testenv::git::git(dir, args).unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 /// Starts `modelsync lambdas` over a one-commit repository with no models, so

@@ -9,6 +9,10 @@
 //! kube-proxy; root and Debian packages needed) so pods run, with [`image`] writing the images
 //! they run; `node::shared()` is the node-backed counterpart of [`shared`].
 //!
+//! Every test, benchmark and the demo share the rest: [`spawn_controller`] starts the real
+//! controller, [`git`] runs git and `git daemon`, [`github`] stands in for GitHub's pull request
+//! API, and [`process`] ties child processes to the life of the one that started them.
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! let cp = modelsync_testenv::shared();
@@ -21,6 +25,7 @@ pub mod binaries;
 pub mod cache;
 pub mod cargo;
 mod certs;
+pub mod controller;
 pub mod controlplane;
 pub mod crds;
 pub mod git;
@@ -33,14 +38,16 @@ pub mod node;
 pub mod process;
 pub mod tekton;
 pub mod tekton_real;
+pub mod wait;
 
 use std::sync::OnceLock;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 
+pub use controller::{Controller, ControllerCommand, spawn_controller};
 pub use controlplane::ControlPlane;
 
 /// Starts a control plane with Tekton's CRDs installed, and `extra_crds` too.
@@ -94,16 +101,27 @@ pub fn shared_with_crds(
 /// Creates a namespace named `<prefix>-<random suffix>` for one test, and returns its name.
 pub async fn namespace(client: &kube::Client, prefix: &str) -> Result<String> {
     let name = format!("{prefix}-{:08x}", rand::random::<u32>());
+    if !create_namespace(client, &name).await? {
+        bail!("namespace {name} exists already: another test drew the same suffix; run again");
+    }
+    Ok(name)
+}
+
+/// Creates namespace `name`; `false` when it existed already.
+pub async fn create_namespace(client: &kube::Client, name: &str) -> Result<bool> {
     let ns = Namespace {
         metadata: ObjectMeta {
-            name: Some(name.clone()),
+            name: Some(name.to_owned()),
             ..Default::default()
         },
         ..Default::default()
     };
-    Api::<Namespace>::all(client.clone())
+    match Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &ns)
         .await
-        .with_context(|| format!("creating namespace {name}"))?;
-    Ok(name)
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("creating namespace {name}")),
+    }
 }
