@@ -58,7 +58,7 @@ pub async fn story(ci: bool, say: Narrator) -> Result<()> {
     let stalled = || {
         format!(
             "controller log:\n{}\nlambda server log:\n{}",
-            log_tail(controller.log(), 20),
+            controller.log_tail(),
             log_tail(lambdas.process.log(), 20)
         )
     };

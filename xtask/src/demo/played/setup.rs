@@ -4,12 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::Namespace;
 use kube::CustomResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use modelsync_api::ModelSync;
 use modelsync_testenv::ControlPlane;
-use modelsync_testenv::process::Guarded;
+use modelsync_testenv::controller::{Controller, ControllerCommand, spawn_controller};
 use serde_json::{Value, json};
 
 use super::NS;
@@ -66,29 +65,13 @@ pub async fn start_controller(
     cp: &ControlPlane,
     client: &kube::Client,
     dir: &Path,
-) -> Result<Guarded> {
-    Api::<Namespace>::all(client.clone())
-        .patch(
-            NS,
-            &PatchParams::apply(MANAGER),
-            &Patch::Apply(
-                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
-            ),
-        )
-        .await
-        .with_context(|| format!("creating namespace {NS}"))?;
-    let controller = Guarded::spawn(
-        "controller",
-        Path::new("env"),
-        &[
-            format!("KUBECONFIG={}", cp.kubeconfig().display()),
-            "RUST_LOG=warn".into(),
-            bin.display().to_string(),
-            "controller".into(),
-            format!("--namespace={NS}"),
-            "--metrics-addr=127.0.0.1:0".into(),
-        ],
-        &dir.join("controller.log"),
+) -> Result<Controller> {
+    modelsync_testenv::create_namespace(client, NS).await?;
+    let controller = spawn_controller(
+        ControllerCommand::new(bin, cp.kubeconfig())
+            .namespace(NS)
+            .env("RUST_LOG", "warn")
+            .log_dir(dir),
     )?;
     say.say(
         "controller",
