@@ -21,6 +21,7 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use modelsync_api::ModelSync;
 use modelsync_api::lambda::{NeedsSyncAnswer, ParamValue};
+use modelsync_api::modelsync::ANNOTATION_REQUESTED_AT;
 use modelsync_controller::reconcile::FIELD_MANAGER;
 use modelsync_controller::template::{self, RunRequest};
 use modelsync_testenv::tekton::{self, RunEnd};
@@ -149,7 +150,7 @@ fn floor_body(owner: &ModelSync, model: &str) -> Result<DynamicObject> {
         template: &owner.spec.pipeline_run_template,
         params: &params,
         answer: &answer,
-        decided_at: &Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
+        decided_at: &Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
     })
     .map_err(|e| anyhow::anyhow!("floor run: {}", e.0))?;
     Ok(serde_json::from_value(body)?)
@@ -317,7 +318,7 @@ pub async fn run(opts: &Opts) -> Result<Vec<Figure>> {
                     "req",
                     &PatchParams::default(),
                     &Patch::Merge(
-                        json!({"metadata": {"annotations": {"modelsync.dev/requested-at": model}}}),
+                        json!({"metadata": {"annotations": {ANNOTATION_REQUESTED_AT: model}}}),
                     ),
                 )
                 .await?;

@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use chrono::{SecondsFormat, Utc};
 use futures::StreamExt;
+use kube::Resource;
 use kube::ResourceExt;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use modelsync_api::ModelSync;
+use modelsync_api::modelsync::{ANNOTATION_PARAMETERS, ANNOTATION_REASON, LABEL_NAME};
 use modelsync_testenv::tekton::{self, RunEnd};
 use serde_json::json;
 
@@ -83,9 +85,9 @@ async fn populate(
                         "apiVersion": "tekton.dev/v1", "kind": "PipelineRun",
                         "metadata": {
                             "name": run,
-                            "labels": {"modelsync.dev/name": name},
-                            "annotations": {"modelsync.dev/parameters": "{\"model-id\":\"m-1\"}", "modelsync.dev/reason": "benchmark history"},
-                            "ownerReferences": [{"apiVersion": "modelsync.dev/v1alpha1", "kind": "ModelSync", "name": name, "uid": uid, "controller": true}],
+                            "labels": {LABEL_NAME: name},
+                            "annotations": {ANNOTATION_PARAMETERS: "{\"model-id\":\"m-1\"}", ANNOTATION_REASON: "benchmark history"},
+                            "ownerReferences": [{"apiVersion": ModelSync::api_version(&()), "kind": ModelSync::kind(&()), "name": name, "uid": uid, "controller": true}],
                         },
                         "spec": {"pipelineRef": {"name": "deploy"}, "params": [{"name": "model-id", "value": "m-1"}]},
                     }))?;

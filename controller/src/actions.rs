@@ -126,8 +126,8 @@ pub async fn write_status(
     let name = ms.name_any();
     let api = Api::<ModelSync>::namespaced(ctx.client.clone(), &ns);
     let body = json!({
-        "apiVersion": "modelsync.dev/v1alpha1",
-        "kind": "ModelSync",
+        "apiVersion": ModelSync::api_version(&()),
+        "kind": ModelSync::kind(&()),
         "status": next,
     });
     api.patch_status(
