@@ -2,8 +2,8 @@
 -- (README, "The ModelSync resource"). Argo CD sets the global `obj` to the resource and reads
 -- the returned table's `status` and `message`.
 --
--- A script installed through argocd-cm runs with Lua's base, table and package libraries only
--- (no `string`, `math` or `os`), so this one uses nothing else.
+-- A script installed through argocd-cm gets Lua's base, table and package libraries and a
+-- reduced `os`, but no `string` or `math`: this one uses base and table only.
 
 -- `t[key]`, or nil when `t` is missing or not a table: a resource the controller has not seen
 -- yet has no status, and any part of a status may be absent.
@@ -32,8 +32,7 @@ local function condition(status, kind)
   return nil
 end
 
--- "Reason: message", the way `kubectl get msync` and events name things; whichever of the two
--- the condition has, or `fallback` when it has neither.
+-- "Reason: message" of a condition, or whichever of the two it has, or `fallback` for neither.
 local function describe(c, fallback)
   local reason, message = field(c, "reason"), field(c, "message")
   if non_empty(reason) and non_empty(message) then
