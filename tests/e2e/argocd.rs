@@ -14,9 +14,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use manifest_support::{
-    KUBECTL_INSTALL, documents, ensure_namespace, kustomize, repo_root, require_tool,
-};
+use manifest_support::{KUBECTL_INSTALL, documents, kustomize, repo_root, require_tool};
 use modelsync_api::ModelSync;
 use serde_json::{Value, json};
 
@@ -398,7 +396,9 @@ async fn the_readme_kubectl_install_adds_the_key_and_keeps_the_rest() {
     require_tool("kubectl", &["version", "--client"], KUBECTL_INSTALL);
     let cp = control_plane();
     let client = cp.client().await.unwrap();
-    ensure_namespace(&client, "argocd").await.unwrap();
+    modelsync_testenv::create_namespace(&client, "argocd")
+        .await
+        .unwrap();
     let run = |script: &str| {
         let out = Command::new("bash")
             .args(["-euo", "pipefail", "-c", script])
