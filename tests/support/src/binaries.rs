@@ -52,7 +52,7 @@ pub fn sources_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../controlplane")
 }
 
-fn required_version(go_mod: &Path, module: &str) -> Result<String> {
+pub(crate) fn required_version(go_mod: &Path, module: &str) -> Result<String> {
     let text =
         std::fs::read_to_string(go_mod).with_context(|| format!("reading {}", go_mod.display()))?;
     text.lines()
@@ -185,7 +185,7 @@ fn which_go() -> Result<()> {
     }
 }
 
-fn go_build(dir: &Path, args: &[&str], what: &str, out: &Path) -> Result<()> {
+pub(crate) fn go_build(dir: &Path, args: &[&str], what: &str, out: &Path) -> Result<()> {
     go_build_env(dir, args, what, out, &[])
 }
 

@@ -13,6 +13,8 @@
 //! controller, [`git`] runs git and `git daemon`, [`github`] stands in for GitHub's pull request
 //! API, and [`process`] ties child processes to the life of the one that started them.
 //!
+//! [`argocd`] builds the runner that tests Argo CD health checks under gopher-lua.
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! let cp = modelsync_testenv::shared();
@@ -21,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod argocd;
 pub mod binaries;
 pub mod cache;
 pub mod cargo;
