@@ -107,6 +107,7 @@ async fn lambda_check_reports_an_unreachable_lambda_as_unreachable() {
         .args(["lambda-check", &url])
         .output()
         .unwrap());
+    println!("$ modelsync lambda-check {url}\n{}", out.stderr);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
         out.stderr.contains(&format!("{url} is unreachable")),
@@ -129,6 +130,10 @@ async fn lambda_check_reports_an_unreachable_lambda_as_unreachable() {
         ])
         .output()
         .unwrap());
+    println!(
+        "$ modelsync lambda-check http://no-such-lambda.invalid/\n{}",
+        out.stderr
+    );
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(out.stderr.contains("is unreachable"), "{}", out.stderr);
 }
@@ -159,6 +164,10 @@ async fn kubeconfig_and_context_choose_the_cluster_on_every_verb() {
             .output()
             .unwrap(),
     );
+    println!(
+        "$ modelsync controller --context no-such-context\n{}",
+        out.stderr
+    );
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(out.stderr.contains("no-such-context"), "{}", out.stderr);
 
@@ -168,6 +177,10 @@ async fn kubeconfig_and_context_choose_the_cluster_on_every_verb() {
         .arg(&missing)
         .output()
         .unwrap());
+    println!(
+        "$ modelsync get --kubeconfig missing-kubeconfig\n{}",
+        out.stderr
+    );
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("--kubeconfig"), "{}", out.stderr);
 }
@@ -294,7 +307,9 @@ async fn get_suspend_resume_and_sync_against_the_controller() {
     let out = sync.await.unwrap();
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
-        out.stderr.contains(&format!("run {run} failed")),
+        out.stderr.contains(&format!(
+            "run {run} failed: Failed: Tasks Completed: 1 (Failed: 1"
+        )),
         "{}",
         out.stderr
     );

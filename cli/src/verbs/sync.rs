@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
 use kube::api::{Patch, PatchParams};
-use modelsync_api::ModelSync;
 use modelsync_api::modelsync::{ANNOTATION_REQUESTED_AT, ConcurrencyPolicy, RunResult};
+use modelsync_api::{ModelSync, PipelineRun};
 use serde_json::json;
 
 use super::{VerbError, api_error, modelsyncs};
@@ -152,15 +152,15 @@ async fn follow(
                     return Ok(());
                 }
                 Some(r @ (RunResult::Failed | RunResult::Cancelled)) => {
-                    let detail = ready.map(|c| c.message.clone()).unwrap_or_default();
+                    let verb = if r == RunResult::Failed {
+                        "failed"
+                    } else {
+                        "was cancelled"
+                    };
                     return Err(VerbError::Failed(format!(
-                        "run {run} {}: {detail}; `kubectl describe pipelinerun {run} -n {ns}` \
-                         shows why",
-                        if r == RunResult::Failed {
-                            "failed"
-                        } else {
-                            "was cancelled"
-                        }
+                        "run {run} {verb}{}; `kubectl describe pipelinerun {run} -n {ns}` shows \
+                         its steps",
+                        run_message(api, ns, run).await
                     )));
                 }
                 _ => {}
@@ -181,4 +181,17 @@ async fn follow(
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Tekton's own words for how the run ended (its `Succeeded` condition), as `: <reason>:
+/// <message>`; empty when the run is already gone.
+async fn run_message(api: &kube::Api<ModelSync>, ns: &str, run: &str) -> String {
+    let runs: kube::Api<PipelineRun> = kube::Api::namespaced(api.clone().into_client(), ns);
+    let Ok(run) = runs.get(run).await else {
+        return String::new();
+    };
+    run.status
+        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Succeeded"))
+        .map(|c| format!(": {}: {}", c.reason, c.message))
+        .unwrap_or_default()
 }
