@@ -83,12 +83,16 @@ async fn wait_ready(env: &Env, name: &str, reason: &str) {
     .await;
 }
 
-/// Plays Tekton for the next run of `name` that is not in `seen`: starts and ends it.
-async fn play_run(env: &Env, name: &str, seen: usize, outcome: RunEnd) -> String {
+/// Plays Tekton for the run of `name` not in `seen` (names, not counts: runs created in the
+/// same second share their creationTimestamp, so the newest is not always last).
+async fn play_run(env: &Env, name: &str, seen: &[String], outcome: RunEnd) -> String {
     let run = env
         .eventually(WAIT, "a new run", || async {
-            let runs = env.runs_of(name).await;
-            (runs.len() > seen).then(|| runs.last().unwrap().name_any())
+            env.runs_of(name)
+                .await
+                .iter()
+                .map(|r| r.name_any())
+                .find(|r| !seen.contains(r))
         })
         .await;
     tekton::start(&env.client, &env.ns, &run).await.unwrap();
@@ -283,7 +287,8 @@ async fn get_suspend_resume_and_sync_against_the_controller() {
         )
         .await;
     let sync = spawn_sync(&["sync", "trainer", "-n", ns, "--wait", "--timeout=60s"]);
-    let run = play_run(&env, "trainer", 0, RunEnd::Succeeded).await;
+    let first = play_run(&env, "trainer", &[], RunEnd::Succeeded).await;
+    let run = first.clone();
     let out = sync.await.unwrap();
     assert_eq!(out.code, 0, "{}", out.stderr);
     for line in [
@@ -303,7 +308,7 @@ async fn get_suspend_resume_and_sync_against_the_controller() {
 
     // sync: a failed run exits 1.
     let sync = spawn_sync(&["sync", "trainer", "-n", ns, "--wait", "--timeout=60s"]);
-    let run = play_run(&env, "trainer", 1, RunEnd::Failed).await;
+    let run = play_run(&env, "trainer", &[first], RunEnd::Failed).await;
     let out = sync.await.unwrap();
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
