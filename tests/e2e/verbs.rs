@@ -336,3 +336,79 @@ async fn get_suspend_resume_and_sync_against_the_controller() {
             .contains(&annotations[modelsync_api::modelsync::ANNOTATION_REQUESTED_AT])
     );
 }
+
+#[tokio::test]
+async fn sync_waits_for_the_active_run_under_forbid() {
+    let env = Env::new("verbs-forbid").await;
+    let lambda = Lambda::start(env.logs.path()).await;
+    lambda
+        .answer(
+            "retrain",
+            json!({"needsSync": true, "parameters": {"model": "m-1"}, "reason": "first model"}),
+        )
+        .await;
+    let _controller = env.controller();
+    env.apply(modelsync(
+        "trainer",
+        &lambda.url("retrain"),
+        json!({"pollInterval": "1h"}),
+    ))
+    .await;
+    let ns = env.ns.as_str();
+    let run = env
+        .eventually(WAIT, "the first run in status.active", || async {
+            env.get("trainer")
+                .await
+                .status?
+                .active
+                .first()?
+                .name
+                .clone()
+        })
+        .await;
+    tekton::start(&env.client, &env.ns, &run).await.unwrap();
+
+    // -A adds the namespace; the active run is shown and the next poll waits for it.
+    let out = verb(&["get", "-A"]).await;
+    assert!(out.stdout.starts_with("NAMESPACE"), "{}", out.stdout);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(ns))
+        .unwrap_or_else(|| panic!("no line for {ns}: {}", out.stdout));
+    for word in [
+        "trainer",
+        "RunActive",
+        "first model",
+        run.as_str(),
+        "after the active run",
+    ] {
+        assert!(line.contains(word), "{word}: {line}");
+    }
+
+    let sync = spawn_sync(&["sync", "trainer", "-n", ns, "--wait", "--timeout=60s"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    lambda
+        .answer(
+            "retrain",
+            json!({"needsSync": false, "reason": "up to date"}),
+        )
+        .await;
+    tekton::finish(&env.client, &env.ns, &run, RunEnd::Succeeded)
+        .await
+        .unwrap();
+    let out = sync.await.unwrap();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains(&format!(
+            "waiting: run {run} is active, the lambda is asked once it ends"
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("decision: no sync needed (up to date)"),
+        "{}",
+        out.stdout
+    );
+}
