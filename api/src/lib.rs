@@ -2,6 +2,7 @@
 //! controller and needs-sync lambdas, the ModelSync resource, the slice of Tekton's
 //! PipelineRun that modelsync reads and writes, and the egress rules for lambda calls.
 
+pub mod connect;
 pub mod egress;
 pub mod lambda;
 #[cfg(feature = "client")]

@@ -1,7 +1,15 @@
 //! `modelsync`: the one user-facing binary. Each subcommand's flags and work live in the crate
-//! that owns it; this file only wires them together.
+//! or module that owns it; this file only wires them together and turns errors into exit
+//! codes (0 ok, 1 the thing failed, 2 usage or not found).
+
+mod kube_args;
+mod verbs;
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use kube_args::KubeArgs;
 
 #[derive(Parser)]
 #[command(name = "modelsync", version, about, propagate_version = true)]
@@ -15,7 +23,20 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the ModelSync controller (kubeconfig or in-cluster, like kubectl).
-    Controller(modelsync_controller::ControllerArgs),
+    Controller {
+        #[command(flatten)]
+        kube: KubeArgs,
+        #[command(flatten)]
+        args: modelsync_controller::ControllerArgs,
+    },
+    /// One line per ModelSync: ready, status, why, active run, last success, next poll.
+    Get(verbs::get::GetArgs),
+    /// Ask a ModelSync's lambda now; with --wait, follow the decision and the run.
+    Sync(verbs::sync::SyncArgs),
+    /// Stop lambda calls and new runs of a ModelSync (a running run continues).
+    Suspend(verbs::suspend::SuspendArgs),
+    /// Undo `suspend`.
+    Resume(verbs::suspend::SuspendArgs),
     /// Print the ModelSync CustomResourceDefinition as YAML.
     Crd,
     /// Serve the built-in needs-sync lambdas over a git mirror.
@@ -28,10 +49,28 @@ enum Command {
     BumpPr(modelsync_bump_pr::BumpPrArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Controller(args) => modelsync_controller::main(args),
+    let verb = match cli.command {
+        Command::Get(args) => verbs::block_on(verbs::get::run(args)),
+        Command::Sync(args) => verbs::block_on(verbs::sync::run(args)),
+        Command::Suspend(args) => verbs::block_on(verbs::suspend::run(args, true)),
+        Command::Resume(args) => verbs::block_on(verbs::suspend::run(args, false)),
+        other => return exit(tool(other)),
+    };
+    match verb {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// The subcommands that are tools rather than verbs on ModelSyncs.
+fn tool(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Controller { kube, args } => modelsync_controller::main(args, kube.target()),
         Command::Crd => {
             print!("{}", modelsync_api::crd_yaml());
             Ok(())
@@ -40,5 +79,19 @@ fn main() -> anyhow::Result<()> {
         Command::Mirror(args) => modelsync_lambdas::mirror::run(args),
         Command::LambdaCheck(args) => modelsync_lambdas::check::run(args),
         Command::BumpPr(args) => modelsync_bump_pr::main(args),
+        Command::Get(_) | Command::Sync(_) | Command::Suspend(_) | Command::Resume(_) => {
+            unreachable!("verbs are handled in main")
+        }
+    }
+}
+
+/// Prints an error the way `fn main() -> anyhow::Result<()>` did, causes included.
+fn exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            ExitCode::from(1)
+        }
     }
 }

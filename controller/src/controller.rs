@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use futures::StreamExt;
+use kube::Api;
 use kube::runtime::controller::Config;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::{Api, Client};
+use modelsync_api::connect::KubeTarget;
 use modelsync_api::egress::{CidrList, DEFAULT_DENY, EgressRules};
 use tracing::{info, warn};
 
@@ -62,13 +63,13 @@ pub struct ControllerArgs {
 
 pub use modelsync_telemetry::LogFormat;
 
-/// Entry point of the subcommand.
-pub fn main(args: ControllerArgs) -> Result<()> {
+/// Entry point of the subcommand; `target` is the cluster `--kubeconfig`/`--context` chose.
+pub fn main(args: ControllerArgs, target: KubeTarget) -> Result<()> {
     init_logging(args.log_format);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(run(args))
+        .block_on(run(args, target))
 }
 
 fn init_logging(format: LogFormat) {
@@ -81,10 +82,8 @@ fn init_logging(format: LogFormat) {
 
 /// Runs the controller until SIGTERM or Ctrl-C (a second one aborts passes in flight), or
 /// until this replica loses the Lease.
-pub async fn run(args: ControllerArgs) -> Result<()> {
-    let client = Client::try_default()
-        .await
-        .context("connecting to Kubernetes (from KUBECONFIG, ~/.kube/config or in-cluster)")?;
+pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
+    let client = target.client().await.context("connecting to Kubernetes")?;
     watches::check_crds(&client, args.namespace.as_deref()).await?;
 
     let metrics = Arc::new(Metrics::default());

@@ -188,9 +188,29 @@ pub fn run(args: LambdaCheckArgs) -> anyhow::Result<()> {
             "{} does not follow the modelsync lambda protocol v1: {error}; body: {excerpt}",
             args.url
         ),
-        Err(e) => anyhow::bail!(
-            "{} does not follow the modelsync lambda protocol v1: {e}",
-            args.url
+        Err(e) => anyhow::bail!("{}", verdict(&args.url, &e)),
+    }
+}
+
+/// The failure line: a lambda that could not be asked is reported as unreachable (with the
+/// operating system's reason), not as breaking the protocol, since its author has nothing to
+/// fix in the answer.
+pub fn verdict(url: &str, e: &CheckError) -> String {
+    match e {
+        CheckError::Call(CallError::Unreachable { detail, .. }) => format!(
+            "{url} is unreachable: {detail}; check the URL and that the lambda is running and \
+             reachable from here"
         ),
+        CheckError::Call(CallError::Timeout { timeout, .. }) => format!(
+            "{url} did not answer within {}; is the lambda overloaded, or is --timeout too short?",
+            humantime::format_duration(*timeout)
+        ),
+        CheckError::Call(CallError::Denied { refusal, .. }) => {
+            format!("{url} was not called: {refusal}")
+        }
+        CheckError::Read { .. } | CheckError::Setup { .. } => {
+            format!("could not call {url}: {e}")
+        }
+        _ => format!("{url} does not follow the modelsync lambda protocol v1: {e}"),
     }
 }

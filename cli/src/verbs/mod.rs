@@ -1,0 +1,68 @@
+//! The day-two verbs: `get`, `suspend`, `resume`, `sync`. Each error names what was wrong and
+//! what to do, and its kind decides the exit code scripts see.
+
+pub mod get;
+pub mod suspend;
+pub mod sync;
+
+use std::process::ExitCode;
+
+use kube::Api;
+use modelsync_api::ModelSync;
+
+/// Why a verb failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VerbError {
+    /// The thing asked for failed: the run failed, the lambda erred, the cluster refused.
+    #[error("{0}")]
+    Failed(String),
+    /// The command cannot be carried out as given: a bad flag, no such ModelSync, no cluster.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl VerbError {
+    /// 1 when the thing failed, 2 when the command was wrong (like clap's own usage errors).
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            VerbError::Failed(_) => ExitCode::from(1),
+            VerbError::Usage(_) => ExitCode::from(2),
+        }
+    }
+}
+
+/// A Kubernetes API error in words: a missing ModelSync is a usage error, the rest failures.
+pub fn api_error(what: &str, ns: &str, e: kube::Error) -> VerbError {
+    match &e {
+        kube::Error::Api(s) if s.code == 404 => VerbError::Usage(format!(
+            "{what}: not found in namespace {ns}; `modelsync get -n {ns}` lists the ModelSyncs \
+             there (is the CRD installed? `modelsync crd | kubectl apply -f -`)"
+        )),
+        kube::Error::Api(s) if s.code == 403 => VerbError::Failed(format!(
+            "{what}: forbidden: {}; ask for RBAC on modelsyncs.modelsync.dev in {ns}",
+            s.message
+        )),
+        _ => VerbError::Failed(format!(
+            "{what}: {e}; is the cluster reachable (check --kubeconfig / --context)?"
+        )),
+    }
+}
+
+/// The ModelSyncs of `namespace` (or every namespace).
+pub fn modelsyncs(client: &kube::Client, namespace: Option<&str>) -> Api<ModelSync> {
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// The runtime for one verb: a single thread is plenty for a few API calls.
+pub fn block_on<T>(
+    work: impl std::future::Future<Output = Result<T, VerbError>>,
+) -> Result<T, VerbError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| VerbError::Failed(format!("starting the async runtime: {e}")))?
+        .block_on(work)
+}
