@@ -147,8 +147,7 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
         lambda_deny_cidrs = %args.lambda_deny_cidrs,
         "modelsync controller starting"
     );
-    // The Lease is renewed in its own task (a shutdown future must be Sync, which one making
-    // API calls is not); losing it ends the controller like a signal does.
+    // The Lease is renewed in its own task, beside the passes; losing it ends the controller.
     let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
     let holder = elector.clone().map(|elector| {
         tokio::spawn(async move {
@@ -158,18 +157,23 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
     });
     let lost = async move {
         match lost_rx.await {
-            Ok(()) => warn!("stopping: no longer the leader"),
+            Ok(()) => warn!("stopping at once: no longer the leader"),
             // No Lease to lose: only a signal stops the controller.
             Err(_) => std::future::pending().await,
         }
     };
-    controller
+    let passes = controller
         .with_config(Config::default().concurrency(args.concurrency))
         .shutdown_on_signal()
-        .graceful_shutdown_on(lost)
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
-        .await;
+        .for_each(|_| async {});
+    // A lost Lease ends the passes in flight too (dropping the stream aborts them): another
+    // replica may lead now, and a pass left to finish, say one whose call hangs in a
+    // partition, could still write after it does.
+    tokio::select! {
+        () = passes => {}
+        () = lost => {}
+    }
     readiness.abort();
     if let (Some(elector), Some(holder)) = (elector, holder) {
         let still_leading = !holder.is_finished();
