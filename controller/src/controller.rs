@@ -170,16 +170,24 @@ pub async fn run(args: ControllerArgs) -> Result<()> {
     // A lost Lease ends the passes in flight too (dropping the stream aborts them): another
     // replica may lead now, and a pass left to finish, say one whose call hangs in a
     // partition, could still write after it does.
-    tokio::select! {
-        () = passes => {}
-        () = lost => {}
-    }
+    let lost_lease = tokio::select! {
+        () = passes => false,
+        () = lost => true,
+    };
     readiness.abort();
     if let (Some(elector), Some(holder)) = (elector, holder) {
-        let still_leading = !holder.is_finished();
+        let still_leading = !lost_lease && !holder.is_finished();
         holder.abort();
         if still_leading {
-            elector.release().await;
+            // Best effort, and bounded: an API server that does not answer must not keep a
+            // stopping replica alive; the Lease then expires as usual.
+            let release = tokio::time::timeout(Duration::from_secs(5), elector.release());
+            if release.await.is_err() {
+                warn!(
+                    "the API server did not answer the Lease release within 5s; it expires in {:?}",
+                    elector.lease_duration
+                );
+            }
         }
     }
     info!("modelsync controller stopped");
