@@ -124,7 +124,7 @@ impl Fleet {
     }
 
     /// The controller with `kubeconfig` (the API server's own, or a proxy's).
-    pub fn controller(&self, kubeconfig: &Path, args: &[&str], env: &[&str]) -> Controller {
+    pub fn controller(&self, kubeconfig: &Path, args: &[&str], env: &[(&str, &str)]) -> Controller {
         Controller::start(kubeconfig, self.logs(), &self.ns, args, env)
     }
 

@@ -192,6 +192,10 @@ async fn api_server_failing_writes_then_slow() {
     tokio::time::sleep(Duration::from_secs(20)).await;
     proxy.clear_hook();
     let failed = proxy.stats().failed;
+    assert!(
+        failed > 0,
+        "no write was failed: the controller bypassed the proxy"
+    );
     let recovery = fleet.settle(&ctl.log_tail()).await;
     let mut f = fleet.figures_since("429 / 500 on half the writes (20 s)", recovery, phase);
     f.note = format!("{failed} writes answered 429 or 500");
@@ -205,6 +209,10 @@ async fn api_server_failing_writes_then_slow() {
     tokio::time::sleep(Duration::from_secs(20)).await;
     proxy.clear_hook();
     let delayed = proxy.stats().delayed;
+    assert!(
+        delayed > 0,
+        "no call was delayed: the controller bypassed the proxy"
+    );
     let recovery = fleet.settle(&ctl.log_tail()).await;
     let mut f = fleet.figures_since("API server slow: 2 s per call (20 s)", recovery, phase);
     f.note = format!("{delayed} calls delayed 2 s");
@@ -439,7 +447,7 @@ async fn leader_partitioned_from_the_api_server_stops_before_the_other_takes_ove
     let flags = ["--leader-elect", ns_flag.as_str()];
     let leases: Api<Lease> = Api::namespaced(fleet.client.clone(), &fleet.ns);
 
-    let mut a = fleet.controller(&kubeconfig_a, &flags, &["POD_NAME=replica-a"]);
+    let mut a = fleet.controller(&kubeconfig_a, &flags, &[("POD_NAME", "replica-a")]);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !holder_is(&lease_now(&leases).await, "replica-a") {
         assert!(
@@ -449,7 +457,7 @@ async fn leader_partitioned_from_the_api_server_stops_before_the_other_takes_ove
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let b = fleet.controller(&kubeconfig_b, &flags, &["POD_NAME=replica-b"]);
+    let b = fleet.controller(&kubeconfig_b, &flags, &[("POD_NAME", "replica-b")]);
     fleet.wait_steady(&a).await;
 
     // Partitioned, not killed: A's calls go into a blackhole and hang.

@@ -1,9 +1,10 @@
 //! The figures of one fault: how long until all-Ready, what happened to the decisions, and
-//! duplicates seen. Printed as a row of a Markdown table and appended to
-//! `faults-report.md` in Cargo's temporary folder for tests, so one run of the target leaves
-//! the whole table behind.
+//! duplicates seen. Printed as a row of a Markdown table and written to `faults-report.md` in
+//! Cargo's temporary folder for tests (`target/tmp/`), started afresh by each run of the
+//! target, so one run leaves its whole table behind.
 
 use std::io::Write;
+use std::sync::Once;
 use std::time::Duration;
 
 #[derive(Debug, Default)]
@@ -47,16 +48,16 @@ impl Figures {
         )
     }
 
-    /// Prints the row and appends it to the report file.
+    /// Prints the row and adds it to the report file (the first row of a run starts it anew).
     pub fn print(&self) {
+        static FRESH: Once = Once::new();
         let row = self.row();
         eprintln!("\n{HEADER}\n{row}\n");
         let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("faults-report.md");
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-        {
+        FRESH.call_once(|| {
+            let _ = std::fs::write(&path, format!("{HEADER}\n"));
+        });
+        if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(&path) {
             let _ = writeln!(f, "{row}");
         }
     }

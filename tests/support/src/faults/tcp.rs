@@ -207,3 +207,88 @@ async fn drain_then_wait(stream: Option<&mut TcpStream>) {
     }
     pending::<()>().await
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    /// An echo server on a free loopback port.
+    async fn echo() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// Sends `msg` and waits up to `within` for it to come back; `None` if it does not.
+    async fn round_trip(s: &mut TcpStream, msg: &[u8], within: Duration) -> Option<Vec<u8>> {
+        s.write_all(msg).await.ok()?;
+        let mut buf = vec![0u8; msg.len()];
+        match tokio::time::timeout(within, s.read_exact(&mut buf)).await {
+            Ok(Ok(_)) => Some(buf),
+            _ => None,
+        }
+    }
+
+    /// Whether the peer closed or reset the connection within a second.
+    async fn closed(s: &mut TcpStream) -> bool {
+        let mut buf = [0u8; 16];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    const SHORT: Duration = Duration::from_millis(300);
+
+    #[tokio::test]
+    async fn forwards_cuts_partitions_and_heals() {
+        let proxy = TcpProxy::start(echo().await).await.unwrap();
+        let mut a = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert_eq!(round_trip(&mut a, b"hello", SHORT).await.unwrap(), b"hello");
+
+        proxy.cut_all();
+        assert!(closed(&mut a).await, "a cut connection must end");
+        let mut b = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert!(round_trip(&mut b, b"again", SHORT).await.is_some());
+
+        // A blackhole: open and new connections stay open, nothing comes back.
+        proxy.partition(Mode::Blackhole);
+        assert!(round_trip(&mut b, b"lost", SHORT).await.is_none());
+        let mut c = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert!(round_trip(&mut c, b"lost too", SHORT).await.is_none());
+
+        // Healing resets what the blackhole held; what was sent into it never arrives.
+        proxy.heal();
+        assert!(closed(&mut b).await && closed(&mut c).await);
+        let mut d = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert_eq!(round_trip(&mut d, b"back", SHORT).await.unwrap(), b"back");
+
+        proxy.partition(Mode::Refuse);
+        assert!(closed(&mut d).await, "refusing resets open connections");
+        let mut e = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert!(closed(&mut e).await, "and new ones");
+        assert!(proxy.connections_reset() >= 5);
+    }
+
+    #[tokio::test]
+    async fn random_cuts_stop_with_their_guard() {
+        let proxy = TcpProxy::start(echo().await).await.unwrap();
+        let cuts = proxy.cut_randomly(Duration::from_millis(20)..Duration::from_millis(40));
+        let mut a = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert!(closed(&mut a).await, "a random cut comes within 40 ms");
+        drop(cuts);
+        let mut b = TcpStream::connect(proxy.addr()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(round_trip(&mut b, b"still here", SHORT).await.is_some());
+    }
+}
