@@ -146,8 +146,7 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
         lambda_deny_cidrs = %args.lambda_deny_cidrs,
         "modelsync controller starting"
     );
-    // The Lease is renewed in its own task (a shutdown future must be Sync, which one making
-    // API calls is not); losing it ends the controller like a signal does.
+    // The Lease is renewed in its own task, beside the passes; losing it ends the controller.
     let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
     let holder = elector.clone().map(|elector| {
         tokio::spawn(async move {
@@ -157,24 +156,37 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
     });
     let lost = async move {
         match lost_rx.await {
-            Ok(()) => warn!("stopping: no longer the leader"),
+            Ok(()) => warn!("stopping at once: no longer the leader"),
             // No Lease to lose: only a signal stops the controller.
             Err(_) => std::future::pending().await,
         }
     };
-    controller
+    let passes = controller
         .with_config(Config::default().concurrency(args.concurrency))
         .shutdown_on_signal()
-        .graceful_shutdown_on(lost)
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
-        .await;
+        .for_each(|_| async {});
+    // A lost Lease ends the passes in flight too (dropping the stream aborts them): another
+    // replica may lead now, and a pass left to finish, say one whose call hangs in a
+    // partition, could still write after it does.
+    let lost_lease = tokio::select! {
+        () = passes => false,
+        () = lost => true,
+    };
     readiness.abort();
     if let (Some(elector), Some(holder)) = (elector, holder) {
-        let still_leading = !holder.is_finished();
+        let still_leading = !lost_lease && !holder.is_finished();
         holder.abort();
         if still_leading {
-            elector.release().await;
+            // Best effort, and bounded: an API server that does not answer must not keep a
+            // stopping replica alive; the Lease then expires as usual.
+            let release = tokio::time::timeout(Duration::from_secs(5), elector.release());
+            if release.await.is_err() {
+                warn!(
+                    "the API server did not answer the Lease release within 5s; it expires in {:?}",
+                    elector.lease_duration
+                );
+            }
         }
     }
     info!("modelsync controller stopped");

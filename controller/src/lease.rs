@@ -8,6 +8,11 @@
 //! seconds apart. A candidate instead watches the Lease as the API server stores it and
 //! counts, on its own monotonic clock, how long the record has gone unchanged; a holder that
 //! renews changes it (new `renewTime`, new resourceVersion) every few seconds.
+//!
+//! A holder that cannot renew stops leading after two thirds of the duration, counted from the
+//! start of its last renewal that succeeded, whether its calls fail or hang: any renewal is
+//! stored after its call started, and seen by a candidate after it was stored, so the holder
+//! has stopped a third of a duration before a candidate may take over.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -26,6 +31,17 @@ pub struct Elector {
     pub identity: String,
     pub lease_duration: Duration,
     observed: Mutex<Observed>,
+    /// When the last call that took or renewed the Lease started.
+    renewed: Mutex<Option<Instant>>,
+}
+
+/// How often a holder retries a renewal that failed.
+const RENEW_RETRY: Duration = Duration::from_secs(1);
+
+/// How long after the start of its last good renewal a holder stops leading: two thirds of the
+/// lease duration (client-go's 10 s of 15 s).
+pub fn renew_deadline(lease_duration: Duration) -> Duration {
+    lease_duration * 2 / 3
 }
 
 /// Another holder's record as last seen, and since when it has not changed.
@@ -87,6 +103,7 @@ impl Elector {
             identity,
             lease_duration,
             observed: Mutex::default(),
+            renewed: Mutex::default(),
         }
     }
 
@@ -109,29 +126,54 @@ impl Elector {
         }
     }
 
-    /// Renews the Lease until renewal fails for a whole lease duration; then returns, and
-    /// the caller must stop reconciling (another replica may take over).
+    /// Renews the Lease until it cannot for [`renew_deadline`]; then returns, and the caller
+    /// must stop reconciling at once (another replica may take over). A renewal call that
+    /// hangs (a partition that drops packets) counts as failing: the deadline does not wait
+    /// for it.
     pub async fn hold(&self) {
-        let mut last_ok = tokio::time::Instant::now();
+        let mut renewed = self.last_renewal().unwrap_or_else(Instant::now);
+        let mut wait = self.lease_duration / 3;
         loop {
-            tokio::time::sleep(self.lease_duration / 3).await;
-            match self.try_take().await {
-                Ok(true) => last_ok = tokio::time::Instant::now(),
-                Ok(false) => {
+            let deadline = renewed + renew_deadline(self.lease_duration);
+            tokio::time::sleep_until((Instant::now() + wait).min(deadline)).await;
+            if Instant::now() >= deadline {
+                warn!(lease = %self.name, "could not renew the lease for {:?}; stopping before it can expire", renew_deadline(self.lease_duration));
+                return;
+            }
+            match tokio::time::timeout_at(deadline, self.try_take()).await {
+                Ok(Ok(true)) => {
+                    renewed = self.last_renewal().unwrap_or(renewed);
+                    wait = self.lease_duration / 3;
+                }
+                Ok(Ok(false)) => {
                     warn!(lease = %self.name, "lost the lease to another replica");
                     return;
                 }
-                Err(e) => warn!(lease = %self.name, "renewing the lease failed: {e}"),
-            }
-            if last_ok.elapsed() >= self.lease_duration {
-                warn!(lease = %self.name, "could not renew the lease for {:?}", self.lease_duration);
-                return;
+                Ok(Err(e)) => {
+                    warn!(lease = %self.name, "renewing the lease failed: {e}");
+                    wait = RENEW_RETRY;
+                }
+                // The call outlived the deadline: the top of the loop says so and stops.
+                Err(_) => {}
             }
         }
     }
 
+    fn last_renewal(&self) -> Option<Instant> {
+        *self.renewed.lock().expect("lease renewal lock")
+    }
+
     /// Takes or renews the Lease if free, expired or ours; false if someone else holds it.
     async fn try_take(&self) -> Result<bool, kube::Error> {
+        let started = Instant::now();
+        let taken = self.try_take_call().await;
+        if let Ok(true) = taken {
+            *self.renewed.lock().expect("lease renewal lock") = Some(started);
+        }
+        taken
+    }
+
+    async fn try_take_call(&self) -> Result<bool, kube::Error> {
         let secs = self.lease_duration.as_secs().max(1) as i32;
         let Some(mut lease) = self.api.get_opt(&self.name).await? else {
             let lease = Lease {
@@ -255,5 +297,47 @@ mod tests {
         assert!(seen.unchanged_for(record("a", "2025-01-01T00:00:05Z"), d, at(30)));
         // A new holder is a change too.
         assert!(!seen.unchanged_for(record("b", "2025-01-01T00:00:05Z"), d, at(31)));
+    }
+
+    #[test]
+    fn a_holder_that_cannot_renew_stops_well_before_a_candidate_may_take_over() {
+        let d = Duration::from_secs(15);
+        let t0 = Instant::now();
+        // The holder's last good renewal call started at t0; it stops leading by then + this.
+        let holder_stops = t0 + renew_deadline(d);
+        // The earliest a candidate can see that renewal is t0 itself (stored at once, read at
+        // once); it takes over when the record has stood still for a whole duration.
+        let mut seen = Observed::default();
+        let renewal = record("holder", "2025-01-01T00:00:00Z");
+        let takeover = (0..=400)
+            .map(|tenths| t0 + Duration::from_millis(tenths * 100))
+            .find(|&t| seen.unchanged_for(renewal.clone(), d, t))
+            .expect("an unchanged record expires");
+        assert!(
+            takeover.duration_since(holder_stops) >= d / 3,
+            "only {:?} between the holder stopping and a takeover",
+            takeover.duration_since(holder_stops)
+        );
+    }
+
+    /// An API server that takes every call and never answers: packets dropped by a partition.
+    fn unanswering_api() -> Api<Lease> {
+        let service = tower::service_fn(|_: axum::http::Request<kube::client::Body>| {
+            std::future::pending::<
+                Result<axum::http::Response<kube::client::Body>, std::convert::Infallible>,
+            >()
+        });
+        Api::namespaced(kube::Client::new(service, "default"), "default")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_holder_whose_renewals_hang_stops_at_the_renew_deadline() {
+        let d = Duration::from_secs(15);
+        let elector = Elector::new(unanswering_api(), "lease".into(), "me".into(), d);
+        let started = Instant::now();
+        tokio::time::timeout(d * 4, elector.hold())
+            .await
+            .expect("hold() must return while its renewal call still hangs");
+        assert_eq!(started.elapsed(), renew_deadline(d));
     }
 }

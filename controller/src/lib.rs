@@ -5,8 +5,8 @@
 //! its runs from [`run_index`], its [`schedule`] entry, the clocks, the lambda's answer),
 //! [`plan`] decides with the pure helpers [`template`], [`runs`] and [`status`], and
 //! [`actions`] carries the plan out. The wiring around it is [`admin`], [`lease`] and
-//! [`watches`]; the lambda client is `modelsync_api::lambda_client`, one per credentials Secret
-//! ([`lambda_clients`], [`credentials`]).
+//! [`watches`] (with [`watch_backoff`]); the lambda client is `modelsync_api::lambda_client`,
+//! one per credentials Secret ([`lambda_clients`], [`credentials`]).
 
 pub mod actions;
 pub mod admin;
@@ -22,6 +22,7 @@ pub mod runs;
 pub mod schedule;
 pub mod status;
 pub mod template;
+pub mod watch_backoff;
 pub mod watches;
 
 mod controller;

@@ -17,8 +17,8 @@ use modelsync_api::ModelSync;
 use modelsync_api::lambda::{NeedsSyncAnswer, ParamValue};
 use modelsync_api::lambda_client::{CallError, FailureKind};
 use modelsync_api::modelsync::{
-    ANNOTATION_REQUESTED_AT, ConcurrencyPolicy, LABEL_NAME, LambdaDecision, ParameterMapping,
-    RunResult, RunSummary,
+    ANNOTATION_PARAMETERS, ANNOTATION_REQUESTED_AT, ConcurrencyPolicy, LABEL_NAME, LambdaDecision,
+    ParameterMapping, RunResult, RunSummary,
 };
 
 use crate::credentials::SecretError;
@@ -251,6 +251,9 @@ pub struct Plan {
     /// The active run to cancel (`Replace`).
     pub cancel: Option<String>,
     pub create: Option<NewRun>,
+    /// The parameters annotation of the run in `create`, kept for [`Plan::created`] (the
+    /// pass takes `create` to carry it out).
+    pub create_parameters: Option<String>,
     pub observation: Observation,
     /// The wall-clock time the status describes.
     pub status_time: DateTime<Utc>,
@@ -285,7 +288,9 @@ impl Plan {
             completion_time: None,
             result: RunResult::Running,
         });
-        self.schedule.created(run, uid, now.mono, now.wall);
+        let parameters = self.create_parameters.clone();
+        self.schedule
+            .created(run, uid, parameters, now.mono, now.wall);
     }
 }
 
@@ -346,6 +351,7 @@ pub fn plan(facts: &Facts<'_>) -> Plan {
         ask: None,
         cancel: None,
         create: None,
+        create_parameters: None,
         observation,
         status_time: facts.answer.as_ref().map_or(now.wall, |a| a.at.wall),
         schedule,
@@ -538,6 +544,9 @@ fn on_lambda(
     match body {
         Err(e) => obs.phase = Phase::InvalidTemplate(e.0),
         Ok(body) => {
+            plan.create_parameters = body["metadata"]["annotations"][ANNOTATION_PARAMETERS]
+                .as_str()
+                .map(str::to_owned);
             plan.create = Some(NewRun {
                 name: run_name,
                 body,

@@ -31,6 +31,10 @@ pub struct PendingRun {
     pub uid: Option<String>,
     pub since: Instant,
     pub created: DateTime<Utc>,
+    /// The parameters it records (its `modelsync.dev/parameters`): under `Replace`, a pass
+    /// before the watch shows the run compares the lambda's answer with these, and the same
+    /// decision keeps the run rather than cancelling it for a copy of itself.
+    pub parameters: Option<String>,
 }
 
 impl PendingRun {
@@ -46,7 +50,7 @@ impl PendingRun {
             cancel_requested: false,
             start_time: None,
             completion_time: None,
-            parameters: None,
+            parameters: self.parameters.clone(),
         }
     }
 }
@@ -86,13 +90,21 @@ impl Entry {
         });
     }
 
-    /// A run was created (or adopted) at `now`.
-    pub fn created(&mut self, name: &str, uid: Option<String>, now: Instant, wall: DateTime<Utc>) {
+    /// A run recording `parameters` was created (or adopted) at `now`.
+    pub fn created(
+        &mut self,
+        name: &str,
+        uid: Option<String>,
+        parameters: Option<String>,
+        now: Instant,
+        wall: DateTime<Utc>,
+    ) {
         self.pending = Some(PendingRun {
             name: name.to_owned(),
             uid,
             since: now,
             created: wall,
+            parameters,
         });
     }
 

@@ -16,6 +16,7 @@ use modelsync_api::{ModelSync, PipelineRun};
 
 use crate::context::Context;
 use crate::run_index::RunIndex;
+use crate::watch_backoff::{NoSharedBackoff, WatchBackoff};
 
 /// The annotation `kubectl apply` keeps its copy of the whole applied object in.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -37,7 +38,7 @@ pub fn runs(
     index: RunIndex,
 ) -> impl Stream<Item = Result<PipelineRun, watcher::Error>> + Send + 'static {
     watcher(api, watcher::Config::default().labels(LABEL_NAME))
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .inspect(move |ev| {
             if let Ok(ev) = ev {
                 index.apply(ev);
@@ -62,7 +63,7 @@ pub fn controller(
     let listed = Arc::new(AtomicBool::new(false));
     let mark_listed = listed.clone();
     let modelsyncs = watcher(api, watcher::Config::default().any_semantic())
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         // The cache keeps only what passes read: managed fields and kubectl's copy of the last
         // applied object would more than double each cached ModelSync.
         .modify(|ms| {
@@ -88,7 +89,9 @@ pub fn controller(
                 Err(e) => Some(Err(e)),
             }
         });
-    let controller = Controller::for_stream(modelsyncs, store).owns_stream(runs);
+    let controller = Controller::for_stream(modelsyncs, store)
+        .owns_stream(runs)
+        .trigger_backoff(NoSharedBackoff);
     (controller, listed)
 }
 

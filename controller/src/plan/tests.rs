@@ -461,6 +461,7 @@ fn adoption_reports_the_existing_run_as_started() {
             uid: None,
             since: at(0).mono,
             created: at(0).wall,
+            parameters: Some(r#"{"model-id":"m1"}"#.into()),
         })
     );
     // After a restart the schedule is empty but the watch shows the run: Forbid holds.
@@ -517,6 +518,37 @@ fn replace_cancels_only_for_different_parameters() {
         }
         assert_eq!(p.observation.phase.reason(), reason, "{answer:?}");
     }
+}
+
+#[test]
+fn replace_keeps_the_run_it_just_created_while_the_watch_has_not_shown_it() {
+    let ms = modelsync(json!({"concurrencyPolicy": "Replace", "pollInterval": "1s"}));
+    let mut f = facts(&ms, vec![], Entry::default(), at(0));
+    f.answer = answered(Ok(yes(&[("model", "m1")])), at(0));
+    let mut creating = plan(&f);
+    let first = name_of(&creating);
+    creating.created("ns", &first, Created::New { uid: None }, at(0));
+
+    // The next poll comes before the watch shows the run (a watch reconnecting after a cut):
+    // the same answer is the same decision, not a reason to cancel the run for a copy of it.
+    let pending = creating.schedule.clone();
+    let mut again = facts(&ms, vec![], pending.clone(), at(2));
+    assert!(
+        plan(&again).ask.is_some(),
+        "Replace asks while a run is active"
+    );
+    again.answer = answered(Ok(yes(&[("model", "m1")])), at(2));
+    let p = plan(&again);
+    assert_eq!(p.cancel, None);
+    assert!(p.create.is_none());
+    assert_eq!(p.observation.phase, Phase::RunActive(first.clone()));
+
+    // Another model still replaces it, watched or not.
+    let mut newer = facts(&ms, vec![], pending, at(2));
+    newer.answer = answered(Ok(yes(&[("model", "m2")])), at(2));
+    let p = plan(&newer);
+    assert_eq!(p.cancel.as_deref(), Some(first.as_str()));
+    assert!(p.create.is_some());
 }
 
 #[test]

@@ -137,3 +137,34 @@ fn write_node(dir: &Path, node_name: &str, issuer: &Issuer<'_, KeyPair>) -> Resu
     std::fs::write(&files.kubelet_serving_key, serving_key.serialize_pem())?;
     Ok(files)
 }
+
+/// A serving certificate for loopback under a CA of its own, for a TLS endpoint a test puts in
+/// front of the API server; DER for the server, PEM of the CA for the client.
+pub struct LoopbackServing {
+    pub ca_pem: String,
+    pub cert_der: Vec<u8>,
+    pub key_der: Vec<u8>,
+}
+
+pub fn loopback_serving(common_name: &str) -> Result<LoopbackServing> {
+    let ca_key = KeyPair::generate().context("generating a CA key")?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{common_name} CA"));
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok(LoopbackServing {
+        ca_pem: ca_cert.pem(),
+        cert_der: cert.der().to_vec(),
+        key_der: key.serialize_der(),
+    })
+}

@@ -1,4 +1,6 @@
 //! Starting and stopping one local control plane: etcd, kube-apiserver, kube-controller-manager.
+//! A control plane a test owns can also have one component stopped and started again with the
+//! same flags and data ([`ControlPlane::stop`], [`ControlPlane::start_again`]), for fault tests.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -29,9 +31,77 @@ pub struct ControlPlane {
     /// Set when started for a real node ([`ControlPlane::start_for_node`]).
     node: Option<certs::NodeFiles>,
     /// In start order; stopped in reverse.
-    processes: Vec<Guarded>,
+    processes: Vec<Process>,
+    probes: Probes,
     /// Removes `root` once this process is gone, for control planes that are never dropped.
     janitor: Option<(Child, ChildStdin)>,
+}
+
+/// One of the processes a control plane runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Component {
+    Etcd,
+    ApiServer,
+    ControllerManager,
+}
+
+impl Component {
+    fn name(self) -> &'static str {
+        match self {
+            Component::Etcd => "etcd",
+            Component::ApiServer => "kube-apiserver",
+            Component::ControllerManager => "kube-controller-manager",
+        }
+    }
+}
+
+/// A component's command line, kept so that it can be started again exactly as it was.
+struct Process {
+    component: Component,
+    program: PathBuf,
+    args: Vec<String>,
+    /// `None` while stopped.
+    guard: Option<Guarded>,
+}
+
+/// How to tell that each component serves.
+struct Probes {
+    /// Trusts the control plane's CA.
+    http: reqwest::Client,
+    /// kube-controller-manager's serving certificate is self-signed at start-up; only its
+    /// liveness is read.
+    insecure: reqwest::Client,
+    etcd_health: String,
+    apiserver_readyz: String,
+    controller_manager_healthz: String,
+    token: String,
+}
+
+impl Probes {
+    async fn ready(&self, component: Component) -> bool {
+        match component {
+            Component::Etcd => match self.http.get(&self.etcd_health).send().await {
+                Ok(res) => res
+                    .text()
+                    .await
+                    .is_ok_and(|body| body.contains("\"health\":\"true\"")),
+                Err(_) => false,
+            },
+            Component::ApiServer => self
+                .http
+                .get(&self.apiserver_readyz)
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .is_ok_and(|res| res.status().is_success()),
+            Component::ControllerManager => self
+                .insecure
+                .get(&self.controller_manager_healthz)
+                .send()
+                .await
+                .is_ok_and(|res| res.status().is_success()),
+        }
+    }
 }
 
 /// Where each component listens.
@@ -86,8 +156,34 @@ impl ControlPlane {
         };
         let server = format!("https://127.0.0.1:{}", ports.apiserver);
         let kubeconfig = root.join("kubeconfig");
-        write_kubeconfig(&kubeconfig, &server, &keys.ca_cert, &keys.admin_token)?;
+        write_kubeconfig(
+            &kubeconfig,
+            &server,
+            &std::fs::read(&keys.ca_cert)
+                .with_context(|| format!("reading {}", keys.ca_cert.display()))?,
+            &keys.admin_token,
+        )?;
 
+        let etcd_url = format!("http://127.0.0.1:{}", ports.etcd_client);
+        let probes = Probes {
+            http: reqwest::Client::builder()
+                .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(
+                    &keys.ca_cert,
+                )?)?)
+                .timeout(Duration::from_secs(5))
+                .build()?,
+            insecure: reqwest::Client::builder()
+                .danger_accept_invalid_certs(true)
+                .timeout(Duration::from_secs(5))
+                .build()?,
+            etcd_health: format!("{etcd_url}/health"),
+            apiserver_readyz: format!("{server}/readyz"),
+            controller_manager_healthz: format!(
+                "https://127.0.0.1:{}/healthz",
+                ports.controller_manager
+            ),
+            token: keys.admin_token.clone(),
+        };
         let mut cp = ControlPlane {
             janitor: Some(spawn_janitor(&root)?),
             dir: Some(dir),
@@ -98,18 +194,12 @@ impl ControlPlane {
             ca_cert: keys.ca_cert.clone(),
             node: keys.node.clone(),
             processes: Vec::new(),
+            probes,
         };
-        let http = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(
-                &keys.ca_cert,
-            )?)?)
-            .timeout(Duration::from_secs(5))
-            .build()?;
 
-        let etcd_url = format!("http://127.0.0.1:{}", ports.etcd_client);
         let peer_url = format!("http://127.0.0.1:{}", ports.etcd_peer);
         cp.spawn(
-            "etcd",
+            Component::Etcd,
             &binaries.etcd,
             &[
                 "--name=modelsync".into(),
@@ -124,15 +214,7 @@ impl ControlPlane {
                 "--log-level=warn".into(),
             ],
         )?;
-        cp.wait_ready("etcd", || {
-            let http = http.clone();
-            let url = format!("{etcd_url}/health");
-            async move {
-                let body = http.get(url).send().await.ok()?.text().await.ok()?;
-                body.contains("\"health\":\"true\"").then_some(())
-            }
-        })
-        .await?;
+        cp.wait_ready(Component::Etcd).await?;
 
         let mut apiserver_args = vec![
             format!("--etcd-servers={etcd_url}"),
@@ -179,17 +261,12 @@ impl ControlPlane {
                 "--kubelet-preferred-address-types=InternalIP".into(),
             ]),
         }
-        cp.spawn("kube-apiserver", &binaries.kube_apiserver, &apiserver_args)?;
-        let readyz = format!("{}/readyz", cp.server);
-        let token = cp.token.clone();
-        cp.wait_ready("kube-apiserver", || {
-            let (http, url, token) = (http.clone(), readyz.clone(), token.clone());
-            async move {
-                let res = http.get(url).bearer_auth(token).send().await.ok()?;
-                res.status().is_success().then_some(())
-            }
-        })
-        .await?;
+        cp.spawn(
+            Component::ApiServer,
+            &binaries.kube_apiserver,
+            &apiserver_args,
+        )?;
+        cp.wait_ready(Component::ApiServer).await?;
 
         let mut kcm_args = vec![
             format!("--kubeconfig={}", kubeconfig.display()),
@@ -221,24 +298,11 @@ impl ControlPlane {
             ]);
         }
         cp.spawn(
-            "kube-controller-manager",
+            Component::ControllerManager,
             &binaries.kube_controller_manager,
             &kcm_args,
         )?;
-        let kcm_http = reqwest::Client::builder()
-            // Its serving certificate is self-signed at start-up; only liveness is read here.
-            .danger_accept_invalid_certs(true)
-            .timeout(Duration::from_secs(5))
-            .build()?;
-        let healthz = format!("https://127.0.0.1:{}/healthz", ports.controller_manager);
-        cp.wait_ready("kube-controller-manager", || {
-            let (http, url) = (kcm_http.clone(), healthz.clone());
-            async move {
-                let res = http.get(url).send().await.ok()?;
-                res.status().is_success().then_some(())
-            }
-        })
-        .await?;
+        cp.wait_ready(Component::ControllerManager).await?;
         tracing::info!(
             server = %cp.server,
             elapsed = %fmt_elapsed(started.elapsed()),
@@ -247,29 +311,42 @@ impl ControlPlane {
         Ok(cp)
     }
 
-    fn spawn(&mut self, name: &str, program: &Path, args: &[String]) -> Result<()> {
-        let log = self.root.join(format!("{name}.log"));
-        let p = Guarded::spawn(name, program, args, &log)?;
-        self.processes.push(p);
+    fn spawn(&mut self, component: Component, program: &Path, args: &[String]) -> Result<()> {
+        let mut process = Process {
+            component,
+            program: program.to_owned(),
+            args: args.to_vec(),
+            guard: None,
+        };
+        process.guard = Some(self.launch(&process)?);
+        self.processes.push(process);
         Ok(())
     }
 
-    /// Polls `probe` until it answers, failing early with the log tail if the process exits.
-    async fn wait_ready<F, Fut>(&mut self, name: &str, probe: F) -> Result<()>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Option<()>>,
-    {
+    fn launch(&self, process: &Process) -> Result<Guarded> {
+        let name = process.component.name();
+        let log = self.root.join(format!("{name}.log"));
+        Guarded::spawn(name, &process.program, &process.args, &log)
+    }
+
+    fn process(&mut self, component: Component) -> &mut Process {
+        self.processes
+            .iter_mut()
+            .find(|p| p.component == component)
+            .expect("every component is spawned at start")
+    }
+
+    /// Polls the component until it serves, failing early with the log tail if it exits.
+    async fn wait_ready(&mut self, component: Component) -> Result<()> {
+        let name = component.name();
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            if probe().await.is_some() {
+            if self.probes.ready(component).await {
                 return Ok(());
             }
-            let proc = self
-                .processes
-                .iter_mut()
-                .find(|p| p.name() == name)
-                .expect("probed processes were spawned");
+            let Some(proc) = self.process(component).guard.as_mut() else {
+                bail!("{name} is stopped; start it again before waiting for it");
+            };
             if let Some(status) = proc.exited() {
                 bail!(
                     "{name} exited ({status}) before it was ready; last lines of {}:\n{}",
@@ -287,6 +364,49 @@ impl ControlPlane {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Stops one component (SIGTERM, SIGKILL after a grace period) and waits until it has
+    /// exited. Its data folder stays, so [`ControlPlane::start_again`] resumes where it was.
+    /// Meant for a control plane the test owns: the shared one serves other tests.
+    pub async fn stop(&mut self, component: Component) -> Result<()> {
+        let Some(mut guard) = self.process(component).guard.take() else {
+            bail!("{} is already stopped", component.name());
+        };
+        tokio::task::spawn_blocking(move || guard.stop())
+            .await
+            .context("waiting for a component to stop")?;
+        Ok(())
+    }
+
+    /// Starts a stopped component again with the same flags, ports and data folder, and waits
+    /// until it serves; after etcd, also until the API server is ready again.
+    pub async fn start_again(&mut self, component: Component) -> Result<()> {
+        let process = self
+            .processes
+            .iter()
+            .find(|p| p.component == component)
+            .expect("every component is spawned at start");
+        if process.guard.is_some() {
+            bail!("{} is running; stop it first", component.name());
+        }
+        let guard = self.launch(process)?;
+        self.process(component).guard = Some(guard);
+        self.wait_ready(component).await?;
+        let apiserver_runs = self
+            .processes
+            .iter()
+            .any(|p| p.component == Component::ApiServer && p.guard.is_some());
+        if component == Component::Etcd && apiserver_runs {
+            self.wait_ready(Component::ApiServer).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes a kubeconfig with this control plane's admin token for another address of it (a
+    /// proxy in front of the API server) whose certificate `ca_pem` verifies.
+    pub fn write_kubeconfig_for(&self, path: &Path, server: &str, ca_pem: &[u8]) -> Result<()> {
+        write_kubeconfig(path, server, ca_pem, &self.token)
     }
 
     /// `https://127.0.0.1:<port>`.
@@ -346,11 +466,21 @@ impl ControlPlane {
 impl Drop for ControlPlane {
     fn drop(&mut self) {
         // Closing every guard's pipe first lets the three shut down at the same time.
-        for p in self.processes.iter_mut().rev() {
-            p.request_stop();
+        let guards = self
+            .processes
+            .iter_mut()
+            .rev()
+            .filter_map(|p| p.guard.as_mut());
+        for g in guards {
+            g.request_stop();
         }
-        for p in self.processes.iter_mut().rev() {
-            p.stop();
+        let guards = self
+            .processes
+            .iter_mut()
+            .rev()
+            .filter_map(|p| p.guard.as_mut());
+        for g in guards {
+            g.stop();
         }
         self.processes.clear();
         // The temporary folder is removed right after this; the janitor has nothing to do.
@@ -362,7 +492,7 @@ impl Drop for ControlPlane {
 }
 
 /// The CA is embedded, not referenced, so a copy of the kubeconfig works from anywhere.
-fn write_kubeconfig(path: &Path, server: &str, ca: &Path, token: &str) -> Result<()> {
+fn write_kubeconfig(path: &Path, server: &str, ca_pem: &[u8], token: &str) -> Result<()> {
     let text = format!(
         "apiVersion: v1
 kind: Config
@@ -382,8 +512,7 @@ contexts:
     user: admin
 current-context: modelsync-local
 ",
-        ca = base64::engine::general_purpose::STANDARD
-            .encode(std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?)
+        ca = base64::engine::general_purpose::STANDARD.encode(ca_pem)
     );
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }

@@ -31,6 +31,7 @@ mod certs;
 pub mod controller;
 pub mod controlplane;
 pub mod crds;
+pub mod faults;
 pub mod git;
 pub mod github;
 pub mod gitops_repo;
@@ -51,7 +52,7 @@ use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 
 pub use controller::{Controller, ControllerCommand, spawn_controller};
-pub use controlplane::ControlPlane;
+pub use controlplane::{Component, ControlPlane};
 
 /// Starts a control plane with Tekton's CRDs installed, and `extra_crds` too.
 pub async fn start_with_crds(
