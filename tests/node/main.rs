@@ -181,10 +181,18 @@ async fn install_runs_controller_and_lambdas_as_ready_non_root_pods() {
     let can = |verb: &str, resource: &str| can_sub(verb, resource, None);
     assert!(can("create", "pipelineruns.tekton.dev"));
     assert!(can_sub("patch", "modelsyncs.modelsync.dev", Some("status")));
+    // A ModelSync's lambdaSecretRef is read by name, so `get` is granted; listing or watching
+    // would hand the controller every Secret's contents.
     assert!(
-        !can("get", "secrets"),
-        "the controller must not read Secrets"
+        can("get", "secrets"),
+        "the controller reads a lambda Secret by name"
     );
+    for verb in ["list", "watch"] {
+        assert!(
+            !can(verb, "secrets"),
+            "the controller must not {verb} Secrets"
+        );
+    }
     assert!(
         !can("create", "pods"),
         "the controller must not create pods"
