@@ -26,7 +26,7 @@ pub fn render(style: Style, old: &str, tagged: bool, new: &str) -> Result<String
             }
         }
         Style::SingleQuoted => {
-            if new.chars().all(|c| c == ' ' || !c.is_control()) {
+            if new.chars().all(|c| c == ' ' || !needs_escape(c)) {
                 Ok(format!("'{}'", new.replace('\'', "''")))
             } else {
                 Ok(double_quoted(new))
@@ -46,7 +46,7 @@ pub fn double_quoted(value: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c if needs_escape(c) => out.push_str(&format!("\\u{:04x}", c as u32)),
             c => out.push(c),
         }
     }
@@ -74,7 +74,13 @@ fn plain_safe(value: &str) -> bool {
         && !value.contains(" #")
         && !value.ends_with(':')
         && !value.contains([',', '[', ']', '{', '}'])
-        && !value.chars().any(char::is_control)
+        && !value.chars().any(needs_escape)
+}
+
+/// Characters YAML does not take as they are in a scalar: control characters, the byte
+/// order mark (only allowed before a document) and the non-characters U+FFFE and U+FFFF.
+fn needs_escape(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{feff}' | '\u{fffe}' | '\u{ffff}')
 }
 
 /// Whether a plain scalar with this text loads as something other than a string, under YAML
@@ -156,6 +162,19 @@ mod tests {
             render(Style::Literal, "a", false, "b"),
             Err(RenderError::Block)
         );
+    }
+
+    // Found by the edit fuzz target: a byte order mark was written as it is, and a YAML
+    // parser refuses one inside a document.
+    #[test]
+    fn a_byte_order_mark_and_non_characters_are_escaped() {
+        for style in [Style::Plain, Style::SingleQuoted, Style::DoubleQuoted] {
+            assert_eq!(
+                render(style, "a", false, "\u{feff}x\u{fffe}\u{ffff}").unwrap(),
+                "\"\\ufeffx\\ufffe\\uffff\"",
+                "{style:?}"
+            );
+        }
     }
 
     #[test]
