@@ -15,6 +15,7 @@ pub mod runner;
 pub mod table;
 pub mod target;
 pub mod targets;
+pub mod yaml;
 
 pub use runner::{Options, Report};
 pub use target::{Entry, Target, Verdict};

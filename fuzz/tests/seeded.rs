@@ -3,7 +3,7 @@
 
 use modelsync_fuzz::runner::{self, Options, Report};
 use modelsync_fuzz::table;
-use modelsync_fuzz::targets::{answer, duration, template};
+use modelsync_fuzz::targets::{answer, duration, edit, path, template};
 
 const SEED: u64 = 13;
 const CASES: u64 = 3000;
@@ -45,4 +45,16 @@ fn duration() {
 fn template() {
     let r = run::<template::Templates>();
     assert!(r.kinds.len() >= 2, "{:?}", r.kinds);
+}
+
+#[test]
+fn path() {
+    let r = run::<path::Paths>();
+    assert!(r.kinds.len() >= 5, "{:?}", r.kinds);
+}
+
+#[test]
+fn edit() {
+    let r = run::<edit::Edits>();
+    assert!(r.kinds.len() >= 5, "{:?}", r.kinds);
 }

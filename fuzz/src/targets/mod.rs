@@ -2,7 +2,9 @@
 
 pub mod answer;
 pub mod duration;
+pub mod edit;
 pub mod json;
+pub mod path;
 pub mod tekton;
 pub mod template;
 
@@ -13,6 +15,8 @@ pub const TARGETS: &[Entry] = &[
     Entry::of::<answer::Answer>(),
     Entry::of::<duration::Durations>(),
     Entry::of::<template::Templates>(),
+    Entry::of::<path::Paths>(),
+    Entry::of::<edit::Edits>(),
 ];
 
 /// The target called `name`.
