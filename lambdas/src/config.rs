@@ -198,12 +198,16 @@ pub enum RouteError {
     NotAMapping,
     #[error("field lambda is missing; it names a built-in: {}", LAMBDAS.join(", "))]
     MissingLambda,
+    #[error("field lambda: expected the name of a built-in ({}), not a list, mapping or number", LAMBDAS.join(", "))]
+    LambdaNotAName,
     #[error("field lambda: {name:?} is not a built-in lambda (one of {})", LAMBDAS.join(", "))]
     UnknownLambda { name: String },
-    /// The lambda's settings are not the ones it takes.
-    #[error("lambda {lambda}: {source}")]
+    /// The lambda's settings are not the ones it takes: a field of the wrong type (named),
+    /// a missing or an unknown one.
+    #[error("lambda {lambda}: {}{source}", field.as_ref().map(|f| format!("field {f}: ")).unwrap_or_default())]
     Settings {
         lambda: String,
+        field: Option<String>,
         source: serde_yaml_ng::Error,
     },
     #[error(transparent)]
@@ -336,28 +340,38 @@ fn route(path: &str, value: serde_yaml_ng::Value) -> Result<Lambda, RouteError> 
     };
     let lambda = match fields.remove("lambda") {
         Some(serde_yaml_ng::Value::String(s)) => s,
-        Some(_) | None => return Err(RouteError::MissingLambda),
+        Some(_) => return Err(RouteError::LambdaNotAName),
+        None => return Err(RouteError::MissingLambda),
     };
     let rest = serde_yaml_ng::Value::Mapping(fields);
-    let settings = |source| RouteError::Settings {
-        lambda: lambda.clone(),
-        source,
+    // Read through serde_path_to_error: from a Value, serde_yaml_ng's own errors do not say
+    // which field was of the wrong type.
+    let settings = |e: serde_path_to_error::Error<serde_yaml_ng::Error>| {
+        let field = e.path().to_string();
+        let source = e.into_inner();
+        // An unknown field's message names it already.
+        let named = field == "." || source.to_string().starts_with("unknown field");
+        RouteError::Settings {
+            lambda: lambda.clone(),
+            field: (!named).then_some(field),
+            source,
+        }
     };
     match lambda.as_str() {
         "retrain-if-stale" => {
-            let raw: RawStale = serde_yaml_ng::from_value(rest).map_err(settings)?;
+            let raw: RawStale = serde_path_to_error::deserialize(rest).map_err(settings)?;
             Ok(Lambda::RetrainIfStale {
                 max_age: parse_duration("field maxAge", &raw.max_age)?,
             })
         }
         "retrain-on-new-data" => {
-            let raw: RawNewData = serde_yaml_ng::from_value(rest).map_err(settings)?;
+            let raw: RawNewData = serde_path_to_error::deserialize(rest).map_err(settings)?;
             Ok(Lambda::RetrainOnNewData {
                 data_path: repo_path("field dataPath", &raw.data_path)?,
             })
         }
         "deploy-if-newer" => {
-            let raw: RawDeploy = serde_yaml_ng::from_value(rest).map_err(settings)?;
+            let raw: RawDeploy = serde_path_to_error::deserialize(rest).map_err(settings)?;
             let locator = match (raw.yaml_path, raw.kpt_setter) {
                 (Some(p), None) => Locator::Path(YamlPath::parse(&p)?),
                 (None, Some(s)) if !s.is_empty() => Locator::KptSetter(s),
@@ -492,6 +506,47 @@ routes:
                 "root: mirror",
                 "root: .",
                 "mirror: field root: . holds this file",
+            ),
+        ];
+        for (from, to, want) in cases {
+            let text = GOOD.replacen(from, to, 1);
+            let err = parse(&text, Path::new(".")).unwrap_err().to_string();
+            assert!(
+                err.starts_with(want),
+                "replacing {from:?} by {to:?}: got {err:?}"
+            );
+        }
+    }
+
+    // Found by the config fuzz target: read from a Value, a setting of the wrong type gave
+    // "invalid type: sequence, expected a string" without saying which field.
+    #[test]
+    fn settings_of_the_wrong_type_are_named() {
+        let cases = [
+            (
+                "maxAge: 24h",
+                "maxAge: []",
+                "route /retrain: lambda retrain-if-stale: field maxAge: invalid type: sequence",
+            ),
+            (
+                "maxAge: 24h",
+                "maxAge: 5",
+                "route /retrain: lambda retrain-if-stale: field maxAge: invalid type: integer",
+            ),
+            (
+                "dataPath: data/",
+                "dataPath: {a: b}",
+                "route /retrain-on-data: lambda retrain-on-new-data: field dataPath: invalid type: map",
+            ),
+            (
+                "parameter: name",
+                "parameter: [a]",
+                "route /deploy-kpt: lambda deploy-if-newer: field parameter: invalid type: sequence",
+            ),
+            (
+                "lambda: retrain-if-stale",
+                "lambda: [retrain-if-stale]",
+                "route /retrain: field lambda: expected the name of a built-in",
             ),
         ];
         for (from, to, want) in cases {
