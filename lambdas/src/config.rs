@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -246,7 +246,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
     };
     let m = raw.mirror;
     let root = base.join(&m.root);
-    if root.components().eq(base.components()) || base.starts_with(&root) {
+    if holds(&root, base) {
         return Err(ConfigError::RootHoldsConfig(m.root));
     }
     let link = m.link.unwrap_or_else(|| PathBuf::from("repo"));
@@ -411,6 +411,26 @@ fn parse_duration(field: &'static str, text: &str) -> Result<Duration, FieldErro
     }
 }
 
+/// Whether the folder `root` is `dir` or holds it. Compared as absolute paths with `.` and
+/// `..` resolved by their text (neither may exist yet), so `root: ..` is caught too.
+fn holds(root: &Path, dir: &Path) -> bool {
+    fn resolved(path: &Path) -> PathBuf {
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let mut out = PathBuf::new();
+        for part in absolute.components() {
+            match part {
+                Component::ParentDir => {
+                    out.pop();
+                }
+                Component::CurDir => {}
+                other => out.push(other),
+            }
+        }
+        out
+    }
+    resolved(dir).starts_with(resolved(root))
+}
+
 /// A path inside the repository: relative and never climbing out of it. Kept as written
 /// (`models/`), as answers quote it back.
 fn repo_path(field: &'static str, text: &str) -> Result<String, FieldError> {
@@ -516,6 +536,41 @@ routes:
                 "replacing {from:?} by {to:?}: got {err:?}"
             );
         }
+    }
+
+    // Found by the config fuzz target: `root: ..` named the folder holding this file, which
+    // the mirror empties, and was accepted because `..` was compared as text.
+    #[test]
+    fn a_root_holding_the_config_is_refused_however_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("etc");
+        let name = base.file_name().unwrap().to_str().unwrap().to_owned();
+        let holding = [
+            ".".to_string(),
+            "..".into(),
+            "../".into(),
+            "./".into(),
+            "sub/..".into(),
+            format!("../{name}"),
+            base.display().to_string(),
+            "/".into(),
+        ];
+        for root in holding {
+            let text = GOOD.replacen("root: mirror", &format!("root: \"{root}\""), 1);
+            let err = parse(&text, &base).unwrap_err().to_string();
+            assert!(err.starts_with("mirror: field root:"), "{root}: {err}");
+        }
+        for root in ["mirror", "../mirror", "sub/../mirror"] {
+            let text = GOOD.replacen("root: mirror", &format!("root: \"{root}\""), 1);
+            assert!(parse(&text, &base).is_ok(), "{root}");
+        }
+        assert!(
+            parse(
+                &GOOD.replacen("root: mirror", "root: ..", 1),
+                Path::new(".")
+            )
+            .is_err()
+        );
     }
 
     // Found by the config fuzz target: read from a Value, a setting of the wrong type gave
