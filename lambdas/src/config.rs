@@ -149,7 +149,7 @@ pub enum ConfigError {
         problem: Box<ConfigError>,
     },
     /// Not YAML, or fields of the wrong shape.
-    #[error("{0}")]
+    #[error("{}", yaml_message(.0))]
     Yaml(#[from] serde_yaml_ng::Error),
     #[error("field listen: {0:?} is not an address like 0.0.0.0:8080")]
     Listen(String),
@@ -176,6 +176,18 @@ pub enum ConfigError {
     NoRoutes,
     #[error("route {path}: {problem}")]
     Route { path: String, problem: RouteError },
+}
+
+/// The YAML error with where it is: serde_yaml_ng leaves the place out of its message for a
+/// mistake at the very start of the file.
+fn yaml_message(e: &serde_yaml_ng::Error) -> String {
+    let text = e.to_string();
+    match e.location() {
+        Some(at) if !text.contains(" line ") && !text.contains(" position ") => {
+            format!("{text} (at line {} column {})", at.line(), at.column())
+        }
+        _ => text,
+    }
 }
 
 /// A field whose value has the wrong form.
@@ -571,6 +583,20 @@ routes:
             )
             .is_err()
         );
+    }
+
+    // Found by the config fuzz target: a mistake at the start of the file gave a message
+    // with no place in it.
+    #[test]
+    fn yaml_errors_say_where() {
+        let err = parse("\0mirror: {}\n", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("(at line 1 column 1)"), "{err}");
+        let err = parse("routes:\n  /a: {lambda: x\n", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(" line 3 ") && !err.contains("(at"), "{err}");
     }
 
     // Found by the config fuzz target: read from a Value, a setting of the wrong type gave
