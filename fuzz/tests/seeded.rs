@@ -3,7 +3,7 @@
 
 use modelsync_fuzz::runner::{self, Options, Report};
 use modelsync_fuzz::table;
-use modelsync_fuzz::targets::{answer, duration, edit, path, template};
+use modelsync_fuzz::targets::{answer, config, duration, edit, path, template};
 
 const SEED: u64 = 13;
 const CASES: u64 = 3000;
@@ -56,5 +56,11 @@ fn path() {
 #[test]
 fn edit() {
     let r = run::<edit::Edits>();
+    assert!(r.kinds.len() >= 5, "{:?}", r.kinds);
+}
+
+#[test]
+fn config() {
+    let r = run::<config::Configs>();
     assert!(r.kinds.len() >= 5, "{:?}", r.kinds);
 }

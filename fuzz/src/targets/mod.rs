@@ -1,6 +1,7 @@
 //! The fuzz targets, one module each, and the list `cargo xtask fuzz` runs.
 
 pub mod answer;
+pub mod config;
 pub mod duration;
 pub mod edit;
 pub mod json;
@@ -17,6 +18,7 @@ pub const TARGETS: &[Entry] = &[
     Entry::of::<template::Templates>(),
     Entry::of::<path::Paths>(),
     Entry::of::<edit::Edits>(),
+    Entry::of::<config::Configs>(),
 ];
 
 /// The target called `name`.
