@@ -322,16 +322,25 @@ fn placement(text: &str, scalar: &Scalar, rendered: &str) -> (std::ops::Range<us
     let (span_start, span_end) = scalar.span;
     let span_text = &text[span_start..span_end];
     let start = value_offset(span_text);
-    if scalar.value.is_empty() && scalar.style == Style::Plain && start == span_text.len() {
-        // An empty value (`model:`, `- `) has no bytes of its own, and the parser places it
-        // at the end of its key, before the ':'. It goes after the ':' (or after its '-',
-        // anchor or tag), with a space so it does not join them.
-        let rest = text[span_end..].trim_start_matches([' ', '\t']);
-        let at = if rest.starts_with(':') {
-            text.len() - rest.len() + 1
-        } else {
-            span_end
-        };
+    // An empty value (`model:`, `- `, `{model}`) has no bytes of its own: the parser puts it
+    // at the end of its key, before the ':', or over the ',' or '}' after a flow key.
+    let empty = scalar.value.is_empty()
+        && scalar.style == Style::Plain
+        && span_text[start..]
+            .chars()
+            .all(|c| matches!(c, ',' | '}' | ']' | ' ' | '\t'));
+    if empty {
+        let at = span_start + start;
+        let rest = text[at..].trim_start_matches([' ', '\t']);
+        if rest.starts_with(':') {
+            let after_colon = text.len() - rest.len() + 1;
+            return (after_colon..after_colon, format!(" {rendered}"));
+        }
+        let after_key = start == 0 && !text[..at].ends_with([' ', '\t', '\n', '-', '[', '{', ',']);
+        if after_key && rest.starts_with([',', '}']) {
+            return (at..at, format!(": {rendered}"));
+        }
+        // After a '-', an anchor or a tag: a space keeps the value apart from them.
         let spaced = text[..at].ends_with([' ', '\t']);
         let replacement = if spaced {
             rendered.to_string()
@@ -496,6 +505,10 @@ mod tests {
             ("a: !!str\n", "a=m-2", "a: !!str m-2\n"),
             ("- a:\n  b:\n", "[0].b=m-2", "- a:\n  b: m-2\n"),
             ("a:\n", "a=yes", "a: yes\n"),
+            ("{kind: K, data}\n", "data=m-2", "{kind: K, data: m-2}\n"),
+            ("{a, b: 1}\n", "a=m-2", "{a: m-2, b: 1}\n"),
+            ("{a: &x, b: *x}\n", "a=m-2", "{a: &x m-2, b: *x}\n"),
+            ("[{a: }]\n", "[0].a=m-2", "[{a: m-2 }]\n"),
         ];
         for (text, spec, want) in cases {
             assert_eq!(set(text, spec).as_deref(), Ok(want), "{text:?} {spec}");
