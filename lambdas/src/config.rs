@@ -182,6 +182,11 @@ pub enum ConfigError {
 /// mistake at the very start of the file.
 fn yaml_message(e: &serde_yaml_ng::Error) -> String {
     let text = e.to_string();
+    if text.contains("more than one document") {
+        return "the file holds more than one YAML document; keep one (a `---` line, or text \
+                after the end of the first, starts another)"
+            .into();
+    }
     match e.location() {
         Some(at) if !text.contains(" line ") && !text.contains(" position ") => {
             format!("{text} (at line {} column {})", at.line(), at.column())
@@ -593,6 +598,12 @@ routes:
             .unwrap_err()
             .to_string();
         assert!(err.ends_with("(at line 1 column 1)"), "{err}");
+        let two = format!("{GOOD}---\nlisten: 1.2.3.4:1\n");
+        let err = parse(&two, Path::new(".")).unwrap_err().to_string();
+        assert!(
+            err.starts_with("the file holds more than one YAML document"),
+            "{err}"
+        );
         let err = parse("routes:\n  /a: {lambda: x\n", Path::new("."))
             .unwrap_err()
             .to_string();
