@@ -194,6 +194,7 @@ fn check_edit(case: &Case, before: &str, changes: &[Change], edited: &Edit) -> V
     let mut spans = Vec::new();
     for a in edited.applied.iter().filter(|a| a.changed()) {
         match lookup(&stream.documents[a.document], &a.path) {
+            Ok(DocNode::Scalar(s)) if s.value.is_empty() => spans.push(widened(before, s.span)),
             Ok(DocNode::Scalar(s)) => spans.push(s.span),
             other => return Verdict::broken("target", format!("{} is {other:?}", a.path)),
         }
@@ -204,6 +205,19 @@ fn check_edit(case: &Case, before: &str, changes: &[Change], edited: &Edit) -> V
     match read_again(case, before, after, edited) {
         Ok(()) => Verdict::Accepted,
         Err(problem) => Verdict::Broken(problem),
+    }
+}
+
+/// An empty value's span is where the parser puts it, at the end of its key: the new value
+/// may go after the ':' that follows.
+fn widened(text: &str, (start, end): (usize, usize)) -> (usize, usize) {
+    let rest = &text[end..];
+    let spaces = rest.len() - rest.trim_start_matches([' ', '\t']).len();
+    let colon = usize::from(rest[spaces..].starts_with(':'));
+    if colon == 1 {
+        (start, end + spaces + 1)
+    } else {
+        (start, end)
     }
 }
 
