@@ -64,7 +64,10 @@ fn plain_safe(value: &str) -> bool {
     }
     let second = value.chars().nth(1);
     let indicator_start = match first {
-        '-' | '?' | ':' => second.is_none_or(|c| c == ' '),
+        '-' => second.is_none_or(|c| c == ' '),
+        // YAML 1.2 allows `?x` and `:x` as plain scalars, but YAML 1.1 readers (libyaml,
+        // and the lambdas' serde_yaml_ng) read `[?0]` as a mapping or refuse `:x` in flow.
+        '?' | ':' => true,
         '#' | '&' | '*' | '!' | '|' | '>' | '\'' | '"' | '%' | '@' | '`' | ',' | '[' | ']'
         | '{' | '}' => true,
         _ => false,
@@ -142,6 +145,20 @@ mod tests {
         assert_eq!(render(Style::Plain, "v1", false, "#x").unwrap(), "\"#x\"");
         assert_eq!(render(Style::Plain, "v1", false, "- x").unwrap(), "\"- x\"");
         assert_eq!(render(Style::Plain, "v1", true, "1.10").unwrap(), "1.10");
+    }
+
+    // Found by the edit fuzz target: `[?0]` and `{k: :x}` read back fine with the editor's
+    // YAML 1.2 parser, but libyaml-based readers read a mapping or refuse the file.
+    #[test]
+    fn question_marks_and_colons_first_are_quoted() {
+        for value in ["?0", "?!", ":x", ":¡", "?", ":"] {
+            assert_eq!(
+                render(Style::Plain, "v1", false, value).unwrap(),
+                format!("\"{value}\""),
+                "{value}"
+            );
+        }
+        assert_eq!(render(Style::Plain, "v1", false, "-x").unwrap(), "-x");
     }
 
     #[test]
