@@ -66,6 +66,7 @@ const PLACES: &[&str] = &[
     "missing field",
     "invalid type",
     "position ",
+    "document",
 ];
 
 impl Target for Configs {
