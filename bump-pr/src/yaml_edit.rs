@@ -330,7 +330,12 @@ fn placement(text: &str, scalar: &Scalar, rendered: &str) -> (std::ops::Range<us
             .chars()
             .all(|c| matches!(c, ',' | '}' | ']' | ' ' | '\t'));
     if empty {
-        let at = span_start + start;
+        let mut at = span_start + start;
+        // The parser may put it after a comment on its line (`- # none yet`): it goes before.
+        let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        if let Some(hash) = comment_start(&text[line_start..at]) {
+            at = line_start + text[line_start..line_start + hash].trim_end().len();
+        }
         let rest = text[at..].trim_start_matches([' ', '\t']);
         if rest.starts_with(':') {
             let after_colon = text.len() - rest.len() + 1;
@@ -351,6 +356,12 @@ fn placement(text: &str, scalar: &Scalar, rendered: &str) -> (std::ops::Range<us
     }
     let end = value_end(scalar.style, &span_text[start..]).map_or(span_text.len(), |e| start + e);
     (span_start + start..span_start + end, rendered.to_string())
+}
+
+/// Where a comment starts in `line`: a '#' at its start or after a space or tab.
+fn comment_start(line: &str) -> Option<usize> {
+    let bytes = line.as_bytes();
+    (0..bytes.len()).find(|&i| bytes[i] == b'#' && (i == 0 || matches!(bytes[i - 1], b' ' | b'\t')))
 }
 
 /// Bytes of anchor (`&a`), tag (`!!str`) and comments before a scalar's value in its span.
@@ -509,6 +520,12 @@ mod tests {
             ("{a, b: 1}\n", "a=m-2", "{a: m-2, b: 1}\n"),
             ("{a: &x, b: *x}\n", "a=m-2", "{a: &x m-2, b: *x}\n"),
             ("[{a: }]\n", "[0].a=m-2", "[{a: m-2 }]\n"),
+            ("a:\n- #", "a[0]=m-2", "a:\n- m-2 #"),
+            (
+                "a:\n  - # none yet\nb: 1\n",
+                "a[0]=m-2",
+                "a:\n  - m-2 # none yet\nb: 1\n",
+            ),
         ];
         for (text, spec, want) in cases {
             assert_eq!(set(text, spec).as_deref(), Ok(want), "{text:?} {spec}");
