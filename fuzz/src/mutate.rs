@@ -12,7 +12,7 @@ pub struct Spot(pub u16);
 impl Spot {
     /// The place in a text of `len` items, from 0 to `len` (the end is a place to insert).
     pub fn place(self, len: usize) -> usize {
-        (len + 1) * self.0 as usize >> 16
+        ((len + 1) * self.0 as usize) >> 16
     }
 }
 
@@ -114,7 +114,7 @@ pub fn apply(text: &str, edits: &[Mutation]) -> String {
             &mut chars,
             edit,
             |token| token.chars().collect(),
-            |b| char::from(b),
+            char::from,
         );
     }
     chars.into_iter().collect()

@@ -47,11 +47,14 @@ pub trait Target {
     }
 }
 
+/// Runs one target's cases, reporting progress on the way.
+pub type RunFn = fn(&Options, &mut dyn FnMut(&Progress)) -> Report;
+
 /// A target without its types, for lists of targets.
 pub struct Entry {
     pub name: &'static str,
     pub about: &'static str,
-    pub run: fn(&Options, &mut dyn FnMut(&Progress)) -> Report,
+    pub run: RunFn,
 }
 
 impl Entry {

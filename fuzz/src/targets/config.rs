@@ -243,8 +243,11 @@ fn route() -> BoxedStrategy<(Node, Option<Duration>)> {
     .boxed()
 }
 
+/// Route paths, and the maxAge of those that have one.
+type Routes = Vec<(String, Option<Duration>)>;
+
 /// A valid configuration and the routes it declares.
-fn config() -> BoxedStrategy<(Node, Vec<(String, Option<Duration>)>)> {
+fn config() -> BoxedStrategy<(Node, Routes)> {
     let mirror = (
         proptest::sample::select(vec![
             "file:///srv/gitops.git",

@@ -338,13 +338,13 @@ fn by_index(root: &Value, path: &YamlPath) -> YamlPath {
 
 /// Sets the node at `path` (which exists) to `value`.
 fn put(node: &mut Value, path: &[Segment], value: Value) {
-    if let Value::Tagged(t) = node {
-        return put(&mut t.value, path, value);
-    }
     let Some((first, rest)) = path.split_first() else {
         *node = value;
         return;
     };
+    if let Value::Tagged(t) = node {
+        return put(&mut t.value, path, value);
+    }
     let next = match (first, node) {
         (Segment::Key(k), Value::Mapping(m)) => m
             .iter_mut()
@@ -387,7 +387,7 @@ fn anchor_some(docs: &mut [Node]) {
 /// that is not there; with a selector where a list's items have unique names.
 fn pick_target(doc: &Node, pick: &Index, how: u8) -> String {
     let mut found = Vec::new();
-    paths(doc, &mut Vec::new(), &mut found, how % 2 == 0);
+    paths(doc, &mut Vec::new(), &mut found, how.is_multiple_of(2));
     let mut path = if found.is_empty() {
         vec![Segment::Key("data".into())]
     } else {

@@ -141,7 +141,7 @@ fn walk(case: &Case, path: &YamlPath) -> Result<(), String> {
     }
     match by_lambdas {
         Ok(found) => {
-            if case.mutations.is_empty() && found != &target {
+            if case.mutations.is_empty() && findable(&case.segments) && found != &target {
                 return Err(format!("lookup: {path} found {found:?}, not {target:?}"));
             }
         }
@@ -314,6 +314,8 @@ fn spell(segments: &[Segment], spelling: &[u8]) -> String {
                     || value.starts_with('"'));
                 if how == 0 && plain {
                     out.push_str(&format!("[{key}={value}]"));
+                } else if how == 0 {
+                    out.push_str(&format!("[{key}={}]", escaped(value)));
                 } else {
                     out.push_str(&format!("[ {key} = {} ]", escaped(value)));
                 }
