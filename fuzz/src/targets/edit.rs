@@ -194,7 +194,9 @@ fn check_edit(case: &Case, before: &str, changes: &[Change], edited: &Edit) -> V
     let mut spans = Vec::new();
     for a in edited.applied.iter().filter(|a| a.changed()) {
         match lookup(&stream.documents[a.document], &a.path) {
-            Ok(DocNode::Scalar(s)) if s.value.is_empty() => spans.push(widened(before, s.span)),
+            Ok(DocNode::Scalar(s)) if s.value.is_empty() && s.style == yaml_doc::Style::Plain => {
+                spans.push(widened(before, s.span))
+            }
             Ok(DocNode::Scalar(s)) => spans.push(s.span),
             other => return Verdict::broken("target", format!("{} is {other:?}", a.path)),
         }
@@ -208,9 +210,10 @@ fn check_edit(case: &Case, before: &str, changes: &[Change], edited: &Edit) -> V
     }
 }
 
-/// An empty value's span is where the parser puts it, at the end of its key: the new value
-/// may go after the ':' that follows.
+/// An empty value's span is where the parser puts it, at the end of its key or after a
+/// comment on its line: the new value may go anywhere on that line after its key.
 fn widened(text: &str, (start, end): (usize, usize)) -> (usize, usize) {
+    let start = text[..start].rfind('\n').map_or(0, |i| i + 1).min(start);
     let rest = &text[end..];
     let spaces = rest.len() - rest.trim_start_matches([' ', '\t']).len();
     let colon = usize::from(rest[spaces..].starts_with(':'));
