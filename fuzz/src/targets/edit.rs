@@ -211,9 +211,16 @@ fn check_edit(case: &Case, before: &str, changes: &[Change], edited: &Edit) -> V
 }
 
 /// An empty value's span is where the parser puts it, at the end of its key or after a
-/// comment on its line: the new value may go anywhere on that line after its key.
+/// comment on its line: the new value may go after the ':' that follows, or before the
+/// comment.
 fn widened(text: &str, (start, end): (usize, usize)) -> (usize, usize) {
-    let start = text[..start].rfind('\n').map_or(0, |i| i + 1).min(start);
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..start].as_bytes();
+    let comment = (0..line.len())
+        .find(|&i| line[i] == b'#' && (i == 0 || matches!(line[i - 1], b' ' | b'\t')));
+    let start = comment.map_or(start, |i| {
+        line_start + text[line_start..line_start + i].trim_end().len()
+    });
     let rest = &text[end..];
     let spaces = rest.len() - rest.trim_start_matches([' ', '\t']).len();
     let colon = usize::from(rest[spaces..].starts_with(':'));
