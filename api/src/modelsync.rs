@@ -247,7 +247,13 @@ impl ModelSyncSpec {
     }
 }
 
-/// Parses Go-style durations (`1h30m`, `1.5s`, `250ms`), the form Kubernetes users write.
+/// The longest duration Go's `time.Duration` (nanoseconds in an `int64`), and so Kubernetes,
+/// can hold: 2562047h47m16.854775807s.
+pub const LONGEST_DURATION: Duration = Duration::new(9_223_372_036, 854_775_807);
+
+/// Parses Go-style durations (`1h30m`, `1.5s`, `250ms`), the form Kubernetes users write, up
+/// to [`LONGEST_DURATION`] as Go does. A longer one would overflow the controller's
+/// arithmetic (jitter, due instants) and is no poll interval anyone means.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || format!("{text:?} is not a duration like 30s, 5m or 1h30m");
     let mut rest = text.trim();
@@ -275,7 +281,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         total += value * unit_secs;
         rest = &tail[len..];
     }
-    Duration::try_from_secs_f64(total).map_err(|_| bad())
+    let too_long = || {
+        format!(
+            "{text:?} is longer than 2562047h47m16s, the longest duration Go and Kubernetes allow"
+        )
+    };
+    match Duration::try_from_secs_f64(total) {
+        Ok(d) if d <= LONGEST_DURATION => Ok(d),
+        _ => Err(too_long()),
+    }
 }
 
 fn preserve_unknown_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
@@ -297,6 +311,22 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         for bad in ["", "10", "5x", "m", "1h-3m", "-1s"] {
             assert!(parse_duration(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    // Found by the duration fuzz target: values up to u64::MAX seconds were accepted, and
+    // the controller's jitter (`Duration::mul_f64`) panics on those near the top.
+    #[test]
+    fn durations_longer_than_go_allows_are_refused() {
+        assert_eq!(
+            parse_duration("2562047h"),
+            Ok(Duration::from_secs(2_562_047 * 3600))
+        );
+        let nines = format!("{}s", "9".repeat(400));
+        for text in ["2562048h", "10000000000s", "5000000000000000h", &nines] {
+            let err = parse_duration(text).unwrap_err();
+            assert!(err.contains("longer than 2562047h47m16s"), "{text}: {err}");
+            assert!(err.contains(&format!("{text:?}")), "{err}");
         }
     }
 }

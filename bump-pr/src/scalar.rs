@@ -26,7 +26,7 @@ pub fn render(style: Style, old: &str, tagged: bool, new: &str) -> Result<String
             }
         }
         Style::SingleQuoted => {
-            if new.chars().all(|c| c == ' ' || !c.is_control()) {
+            if new.chars().all(|c| c == ' ' || !needs_escape(c)) {
                 Ok(format!("'{}'", new.replace('\'', "''")))
             } else {
                 Ok(double_quoted(new))
@@ -46,7 +46,7 @@ pub fn double_quoted(value: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c if needs_escape(c) => out.push_str(&format!("\\u{:04x}", c as u32)),
             c => out.push(c),
         }
     }
@@ -64,17 +64,28 @@ fn plain_safe(value: &str) -> bool {
     }
     let second = value.chars().nth(1);
     let indicator_start = match first {
-        '-' | '?' | ':' => second.is_none_or(|c| c == ' '),
+        '-' => second.is_none_or(|c| c == ' '),
+        // YAML 1.2 allows `?x` and `:x` as plain scalars, but YAML 1.1 readers (libyaml,
+        // and the lambdas' serde_yaml_ng) read `[?0]` as a mapping or refuse `:x` in flow.
+        '?' | ':' => true,
         '#' | '&' | '*' | '!' | '|' | '>' | '\'' | '"' | '%' | '@' | '`' | ',' | '[' | ']'
         | '{' | '}' => true,
         _ => false,
     };
     !indicator_start
         && !value.contains(": ")
+        // libyaml refuses ':' then '?' inside a plain scalar in a flow collection.
+        && !value.contains(":?")
         && !value.contains(" #")
         && !value.ends_with(':')
         && !value.contains([',', '[', ']', '{', '}'])
-        && !value.chars().any(char::is_control)
+        && !value.chars().any(needs_escape)
+}
+
+/// Characters YAML does not take as they are in a scalar: control characters, the byte
+/// order mark (only allowed before a document) and the non-characters U+FFFE and U+FFFF.
+fn needs_escape(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{feff}' | '\u{fffe}' | '\u{ffff}')
 }
 
 /// Whether a plain scalar with this text loads as something other than a string, under YAML
@@ -138,6 +149,20 @@ mod tests {
         assert_eq!(render(Style::Plain, "v1", true, "1.10").unwrap(), "1.10");
     }
 
+    // Found by the edit fuzz target: `[?0]` and `{k: :x}` read back fine with the editor's
+    // YAML 1.2 parser, but libyaml-based readers read a mapping or refuse the file.
+    #[test]
+    fn question_marks_and_colons_first_are_quoted() {
+        for value in ["?0", "?!", ":x", ":¡", "?", ":", "¡:?", "a:?b"] {
+            assert_eq!(
+                render(Style::Plain, "v1", false, value).unwrap(),
+                format!("\"{value}\""),
+                "{value}"
+            );
+        }
+        assert_eq!(render(Style::Plain, "v1", false, "-x").unwrap(), "-x");
+    }
+
     #[test]
     fn quoted_styles_are_kept_and_escaped() {
         assert_eq!(
@@ -156,6 +181,19 @@ mod tests {
             render(Style::Literal, "a", false, "b"),
             Err(RenderError::Block)
         );
+    }
+
+    // Found by the edit fuzz target: a byte order mark was written as it is, and a YAML
+    // parser refuses one inside a document.
+    #[test]
+    fn a_byte_order_mark_and_non_characters_are_escaped() {
+        for style in [Style::Plain, Style::SingleQuoted, Style::DoubleQuoted] {
+            assert_eq!(
+                render(style, "a", false, "\u{feff}x\u{fffe}\u{ffff}").unwrap(),
+                "\"\\ufeffx\\ufffe\\uffff\"",
+                "{style:?}"
+            );
+        }
     }
 
     #[test]

@@ -180,11 +180,8 @@ pub fn edit(
     let mut out = text.to_string();
     splices.sort_by_key(|(s, _, _)| std::cmp::Reverse(s.span.0));
     for (scalar, rendered, _) in &splices {
-        let span_text = &text[scalar.span.0..scalar.span.1];
-        let start = value_offset(span_text);
-        let end =
-            value_end(scalar.style, &span_text[start..]).map_or(span_text.len(), |e| start + e);
-        out.replace_range(scalar.span.0 + start..scalar.span.0 + end, rendered);
+        let (range, replacement) = placement(text, scalar, rendered);
+        out.replace_range(range, &replacement);
     }
     verify(file, text, &out, &splices)?;
     Ok(Edit { text: out, applied })
@@ -320,6 +317,53 @@ fn resolve(
     }
 }
 
+/// The bytes of `text` that `rendered` replaces for `scalar`, and what goes there.
+fn placement(text: &str, scalar: &Scalar, rendered: &str) -> (std::ops::Range<usize>, String) {
+    let (span_start, span_end) = scalar.span;
+    let span_text = &text[span_start..span_end];
+    let start = value_offset(span_text);
+    // An empty value (`model:`, `- `, `{model}`) has no bytes of its own: the parser puts it
+    // at the end of its key, before the ':', or over the ',' or '}' after a flow key.
+    let empty = scalar.value.is_empty()
+        && scalar.style == Style::Plain
+        && span_text[start..]
+            .chars()
+            .all(|c| matches!(c, ',' | '}' | ']' | ' ' | '\t'));
+    if empty {
+        let mut at = span_start + start;
+        // The parser may put it after a comment on its line (`- # none yet`): it goes before.
+        let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        if let Some(hash) = comment_start(&text[line_start..at]) {
+            at = line_start + text[line_start..line_start + hash].trim_end().len();
+        }
+        let rest = text[at..].trim_start_matches([' ', '\t']);
+        if rest.starts_with(':') {
+            let after_colon = text.len() - rest.len() + 1;
+            return (after_colon..after_colon, format!(" {rendered}"));
+        }
+        let after_key = start == 0 && !text[..at].ends_with([' ', '\t', '\n', '-', '[', '{', ',']);
+        if after_key && rest.starts_with([',', '}']) {
+            return (at..at, format!(": {rendered}"));
+        }
+        // After a '-', an anchor or a tag: a space keeps the value apart from them.
+        let spaced = text[..at].ends_with([' ', '\t']);
+        let replacement = if spaced {
+            rendered.to_string()
+        } else {
+            format!(" {rendered}")
+        };
+        return (at..at, replacement);
+    }
+    let end = value_end(scalar.style, &span_text[start..]).map_or(span_text.len(), |e| start + e);
+    (span_start + start..span_start + end, rendered.to_string())
+}
+
+/// Where a comment starts in `line`: a '#' at its start or after a space or tab.
+fn comment_start(line: &str) -> Option<usize> {
+    let bytes = line.as_bytes();
+    (0..bytes.len()).find(|&i| bytes[i] == b'#' && (i == 0 || matches!(bytes[i - 1], b' ' | b'\t')))
+}
+
 /// Bytes of anchor (`&a`), tag (`!!str`) and comments before a scalar's value in its span.
 /// None of these can start a scalar's value, so skipping them never skips value text.
 fn value_offset(span_text: &str) -> usize {
@@ -440,5 +484,51 @@ fn scalars_in_order<'a>(node: &'a Node, out: &mut Vec<&'a Scalar>) {
             scalars_in_order(v, out);
         }),
         Node::Alias => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(text: &str, spec: &str) -> Result<String, EditError> {
+        let change: Change = spec.parse().expect("a valid --set");
+        edit("f.yaml", text, &[change], None).map(|e| e.text)
+    }
+
+    // Found by the edit fuzz target: an empty value has a zero-length span at the end of its
+    // key, so the new value was spliced in before the ':' and the edit failed verification.
+    #[test]
+    fn empty_values_are_set_after_their_indicator() {
+        let cases = [
+            ("a:\n", "a=m-2", "a: m-2\n"),
+            ("a:", "a=m-2", "a: m-2"),
+            ("a: \n", "a=m-2", "a: m-2 \n"),
+            ("a:\r\nb: 1\r\n", "a=m-2", "a: m-2\r\nb: 1\r\n"),
+            ("a: # pin\n", "a=m-2", "a: m-2 # pin\n"),
+            ("{a: }\n", "a=m-2", "{a: m-2 }\n"),
+            ("{a:}\n", "a=m-2", "{a: m-2}\n"),
+            ("\"a\":\n", "a=m-2", "\"a\": m-2\n"),
+            ("l:\n-\n", "l[0]=m-2", "l:\n- m-2\n"),
+            ("l:\n- \n", "l[0]=m-2", "l:\n- m-2\n"),
+            ("l:\n-", "l[0]=m-2", "l:\n- m-2"),
+            ("a: &x\nb: *x\n", "a=m-2", "a: &x m-2\nb: *x\n"),
+            ("a: !!str\n", "a=m-2", "a: !!str m-2\n"),
+            ("- a:\n  b:\n", "[0].b=m-2", "- a:\n  b: m-2\n"),
+            ("a:\n", "a=yes", "a: yes\n"),
+            ("{kind: K, data}\n", "data=m-2", "{kind: K, data: m-2}\n"),
+            ("{a, b: 1}\n", "a=m-2", "{a: m-2, b: 1}\n"),
+            ("{a: &x, b: *x}\n", "a=m-2", "{a: &x m-2, b: *x}\n"),
+            ("[{a: }]\n", "[0].a=m-2", "[{a: m-2 }]\n"),
+            ("a:\n- #", "a[0]=m-2", "a:\n- m-2 #"),
+            (
+                "a:\n  - # none yet\nb: 1\n",
+                "a[0]=m-2",
+                "a:\n  - m-2 # none yet\nb: 1\n",
+            ),
+        ];
+        for (text, spec, want) in cases {
+            assert_eq!(set(text, spec).as_deref(), Ok(want), "{text:?} {spec}");
+        }
     }
 }

@@ -21,21 +21,32 @@ pub struct InvalidTemplate(pub String);
 #[error("{0}")]
 pub struct UnusableAnswer(pub String);
 
+/// Where a template's spec sits in a ModelSync, for messages.
+const SPEC: &str = "spec.pipelineRunTemplate.spec";
+
+/// v1beta1 names of `taskRunSpecs` entry fields, with their v1 names.
+const TASK_RUN_SPEC_RENAMES: [(&str, &str); 4] = [
+    ("taskServiceAccountName", "serviceAccountName"),
+    ("taskPodTemplate", "podTemplate"),
+    ("stepOverrides", "stepSpecs"),
+    ("sidecarOverrides", "sidecarSpecs"),
+];
+
 /// The template's spec as a Tekton v1 spec. v1beta1 fields with a v1 home are moved there;
-/// PipelineResources, removed from Tekton, cannot be converted and are refused.
+/// a value that cannot be moved (PipelineResources, removed from Tekton, or a field of the
+/// wrong shape) is refused with its field named, never dropped.
 pub fn v1_spec(template: &PipelineRunTemplate) -> Result<Map<String, Value>, InvalidTemplate> {
     let Value::Object(spec) = &template.spec else {
-        return Err(InvalidTemplate(
-            "spec.pipelineRunTemplate.spec must be an object (a Tekton PipelineRun spec)".into(),
-        ));
+        return Err(InvalidTemplate(format!(
+            "{SPEC} must be an object (a Tekton PipelineRun spec)"
+        )));
     };
     let mut spec = spec.clone();
     if spec.contains_key("resources") {
-        return Err(InvalidTemplate(
-            "spec.pipelineRunTemplate.spec.resources uses PipelineResources, which Tekton removed \
-             (v0.50); pass what they carried as params or workspaces and remove `resources`"
-                .into(),
-        ));
+        return Err(InvalidTemplate(format!(
+            "{SPEC}.resources uses PipelineResources, which Tekton removed (v0.50); pass what \
+             they carried as params or workspaces and remove `resources`"
+        )));
     }
     if let Some(sa) = spec.remove("serviceAccountName") {
         task_run_template(&mut spec).insert("serviceAccountName".into(), sa);
@@ -47,32 +58,109 @@ pub fn v1_spec(template: &PipelineRunTemplate) -> Result<Map<String, Value>, Inv
         let timeouts = spec
             .entry("timeouts")
             .or_insert_with(|| Value::Object(Map::new()));
-        if let Value::Object(t) = timeouts {
-            t.entry("pipeline").or_insert(timeout);
+        let Value::Object(t) = timeouts else {
+            return Err(InvalidTemplate(format!(
+                "{SPEC}.timeouts must be an object like {{pipeline: 1h}} to take the v1beta1 \
+                 timeout; set timeouts.pipeline and remove timeout"
+            )));
+        };
+        t.entry("pipeline").or_insert(timeout);
+    }
+    rename_task_run_spec_fields(&mut spec)?;
+    if let Some(names) = spec.remove("serviceAccountNames") {
+        merge_service_account_names(&mut spec, names)?;
+    }
+    if !spec.contains_key("pipelineRef") && !spec.contains_key("pipelineSpec") {
+        return Err(InvalidTemplate(format!(
+            "{SPEC} has neither pipelineRef nor pipelineSpec: name the Pipeline to run"
+        )));
+    }
+    Ok(spec)
+}
+
+/// v1beta1 `taskRunSpecs` entries name their fields `taskServiceAccountName`,
+/// `taskPodTemplate`, `stepOverrides` and `sidecarOverrides`; v1 drops the prefixes and
+/// renames the overrides, and refuses the old names.
+fn rename_task_run_spec_fields(spec: &mut Map<String, Value>) -> Result<(), InvalidTemplate> {
+    let Some(Value::Array(entries)) = spec.get_mut("taskRunSpecs") else {
+        return Ok(());
+    };
+    for (i, entry) in entries.iter_mut().enumerate() {
+        let Value::Object(entry) = entry else {
+            continue;
+        };
+        for (old, new) in TASK_RUN_SPEC_RENAMES {
+            let Some(value) = entry.remove(old) else {
+                continue;
+            };
+            if entry.contains_key(new) {
+                return Err(InvalidTemplate(format!(
+                    "{SPEC}.taskRunSpecs[{i}] has both {old} (v1beta1) and {new} (v1); keep {new}"
+                )));
+            }
+            entry.insert(new.into(), value);
         }
     }
-    if let Some(Value::Array(names)) = spec.remove("serviceAccountNames") {
-        // v1beta1 [{taskName, serviceAccountName}] became v1 taskRunSpecs[{pipelineTaskName, ...}].
-        let specs = spec
-            .entry("taskRunSpecs")
-            .or_insert_with(|| Value::Array(Vec::new()));
-        if let Value::Array(specs) = specs {
-            for n in names {
-                specs.push(json!({
-                    "pipelineTaskName": n.get("taskName").cloned().unwrap_or(Value::Null),
-                    "serviceAccountName": n.get("serviceAccountName").cloned().unwrap_or(Value::Null),
-                }));
+    Ok(())
+}
+
+/// v1beta1 `serviceAccountNames: [{taskName, serviceAccountName}]` became v1 `taskRunSpecs:
+/// [{pipelineTaskName, serviceAccountName}]`. A task that already has a `taskRunSpecs` entry
+/// keeps it, with its own account if it names one (it won over `serviceAccountNames` in
+/// v1beta1 too), so no task gets two entries.
+fn merge_service_account_names(
+    spec: &mut Map<String, Value>,
+    names: Value,
+) -> Result<(), InvalidTemplate> {
+    let shape = || {
+        InvalidTemplate(format!(
+            "{SPEC}.serviceAccountNames must be a list of {{taskName, serviceAccountName}}"
+        ))
+    };
+    let names = match names {
+        Value::Null => return Ok(()),
+        Value::Array(names) => names,
+        _ => return Err(shape()),
+    };
+    let specs = spec
+        .entry("taskRunSpecs")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    let Value::Array(specs) = specs else {
+        return Err(InvalidTemplate(format!(
+            "{SPEC}.taskRunSpecs must be a list of {{pipelineTaskName, ...}} to take \
+             serviceAccountNames"
+        )));
+    };
+    for (i, entry) in names.into_iter().enumerate() {
+        let Value::Object(mut entry) = entry else {
+            return Err(shape());
+        };
+        let Some(Value::String(task)) = entry.remove("taskName") else {
+            return Err(InvalidTemplate(format!(
+                "{SPEC}.serviceAccountNames[{i}].taskName is missing or not a string: name the \
+                 pipeline task the service account is for"
+            )));
+        };
+        let account = entry.remove("serviceAccountName").filter(|a| !a.is_null());
+        let same_task =
+            |s: &&mut Value| s.get("pipelineTaskName").and_then(Value::as_str) == Some(&task);
+        match specs.iter_mut().find(same_task) {
+            Some(Value::Object(existing)) => {
+                if let Some(account) = account {
+                    existing.entry("serviceAccountName").or_insert(account);
+                }
+            }
+            _ => {
+                let mut new = Map::new();
+                new.insert("pipelineTaskName".into(), Value::String(task));
+                if let Some(account) = account {
+                    new.insert("serviceAccountName".into(), account);
+                }
+                specs.push(Value::Object(new));
             }
         }
     }
-    if !spec.contains_key("pipelineRef") && !spec.contains_key("pipelineSpec") {
-        return Err(InvalidTemplate(
-            "spec.pipelineRunTemplate.spec has neither pipelineRef nor pipelineSpec: name the \
-             Pipeline to run"
-                .into(),
-        ));
-    }
-    Ok(spec)
+    Ok(())
 }
 
 fn task_run_template(spec: &mut Map<String, Value>) -> &mut Map<String, Value> {
@@ -209,9 +297,9 @@ fn set_params(
         .entry("params")
         .or_insert_with(|| Value::Array(Vec::new()));
     let Value::Array(list) = list else {
-        return Err(InvalidTemplate(
-            "spec.pipelineRunTemplate.spec.params must be a list of {name, value}".into(),
-        ));
+        return Err(InvalidTemplate(format!(
+            "{SPEC}.params must be a list of {{name, value}}"
+        )));
     };
     for (name, value) in params {
         let value = serde_json::to_value(value).expect("params serialize");

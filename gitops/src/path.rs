@@ -54,6 +54,10 @@ pub enum PathProblem {
     Bracket(String),
     #[error("has a selector [{0}] with no key before '='")]
     SelectorKey(String),
+    #[error(
+        "has a selector [{0}] whose key holds '\"'; a selector key is a field name written as it is, like [name=main]"
+    )]
+    SelectorKeyQuote(String),
     #[error("has text after the closing '\"' in [{0}]")]
     AfterQuote(String),
 }
@@ -182,6 +186,11 @@ fn parse_bracket(inner: &str) -> Result<Segment, PathProblem> {
     let key = key.trim();
     if key.is_empty() {
         return Err(PathProblem::SelectorKey(inner.to_string()));
+    }
+    // The printer writes selector keys bare, so a quote in one could not be read back (and
+    // `["name"=x]` would look for a key spelled with quotes).
+    if key.contains('"') {
+        return Err(PathProblem::SelectorKeyQuote(inner.to_string()));
     }
     let value = value.trim();
     let value: Vec<char> = value.chars().collect();
@@ -369,6 +378,10 @@ mod tests {
             ("\"a", PathProblem::UnclosedQuote),
             ("a[\"b]", PathProblem::UnclosedBracket),
             ("a[k=\"v\"x]", PathProblem::AfterQuote("k=\"v\"x".into())),
+            (
+                "a[\"k\"=v]",
+                PathProblem::SelectorKeyQuote("\"k\"=v".into()),
+            ),
         ];
         for (text, problem) in cases {
             let err = YamlPath::parse(text).unwrap_err();
@@ -378,6 +391,28 @@ mod tests {
         assert_eq!(
             YamlPath::parse("data..model").unwrap_err().to_string(),
             "\"data..model\" has an empty key (two dots, or a leading dot)"
+        );
+    }
+
+    // Found by the path fuzz target: `[ a" ][b=c"]` read as a selector whose key holds a quote
+    // and a ']', which printed as a path that no longer parsed.
+    #[test]
+    fn selector_keys_with_quotes_are_refused() {
+        for text in [
+            "[ na\" ][aA=a0-]a_\"]",
+            "items[\"name\"=main]",
+            "a[k\"x\"=v]",
+        ] {
+            let err = YamlPath::parse(text).unwrap_err();
+            assert!(
+                matches!(err.problem, PathProblem::SelectorKeyQuote(_)),
+                "{text}: {err}"
+            );
+        }
+        let quoted_value = YamlPath::parse("a[k=\"v]\\\"\"]").unwrap();
+        assert_eq!(
+            YamlPath::parse(&quoted_value.to_string()).unwrap(),
+            quoted_value
         );
     }
 

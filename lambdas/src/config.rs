@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -149,7 +149,7 @@ pub enum ConfigError {
         problem: Box<ConfigError>,
     },
     /// Not YAML, or fields of the wrong shape.
-    #[error("{0}")]
+    #[error("{}", yaml_message(.0))]
     Yaml(#[from] serde_yaml_ng::Error),
     #[error("field listen: {0:?} is not an address like 0.0.0.0:8080")]
     Listen(String),
@@ -178,6 +178,23 @@ pub enum ConfigError {
     Route { path: String, problem: RouteError },
 }
 
+/// The YAML error with where it is: serde_yaml_ng leaves the place out of its message for a
+/// mistake at the very start of the file.
+fn yaml_message(e: &serde_yaml_ng::Error) -> String {
+    let text = e.to_string();
+    if text.contains("more than one document") {
+        return "the file holds more than one YAML document; keep one (a `---` line, or text \
+                after the end of the first, starts another)"
+            .into();
+    }
+    match e.location() {
+        Some(at) if !text.contains(" line ") && !text.contains(" position ") => {
+            format!("{text} (at line {} column {})", at.line(), at.column())
+        }
+        _ => text,
+    }
+}
+
 /// A field whose value has the wrong form.
 #[derive(Debug, thiserror::Error)]
 pub enum FieldError {
@@ -198,12 +215,16 @@ pub enum RouteError {
     NotAMapping,
     #[error("field lambda is missing; it names a built-in: {}", LAMBDAS.join(", "))]
     MissingLambda,
+    #[error("field lambda: expected the name of a built-in ({}), not a list, mapping or number", LAMBDAS.join(", "))]
+    LambdaNotAName,
     #[error("field lambda: {name:?} is not a built-in lambda (one of {})", LAMBDAS.join(", "))]
     UnknownLambda { name: String },
-    /// The lambda's settings are not the ones it takes.
-    #[error("lambda {lambda}: {source}")]
+    /// The lambda's settings are not the ones it takes: a field of the wrong type (named),
+    /// a missing or an unknown one.
+    #[error("lambda {lambda}: {}{source}", field.as_ref().map(|f| format!("field {f}: ")).unwrap_or_default())]
     Settings {
         lambda: String,
+        field: Option<String>,
         source: serde_yaml_ng::Error,
     },
     #[error(transparent)]
@@ -242,7 +263,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
     };
     let m = raw.mirror;
     let root = base.join(&m.root);
-    if root.components().eq(base.components()) || base.starts_with(&root) {
+    if holds(&root, base) {
         return Err(ConfigError::RootHoldsConfig(m.root));
     }
     let link = m.link.unwrap_or_else(|| PathBuf::from("repo"));
@@ -336,28 +357,38 @@ fn route(path: &str, value: serde_yaml_ng::Value) -> Result<Lambda, RouteError> 
     };
     let lambda = match fields.remove("lambda") {
         Some(serde_yaml_ng::Value::String(s)) => s,
-        Some(_) | None => return Err(RouteError::MissingLambda),
+        Some(_) => return Err(RouteError::LambdaNotAName),
+        None => return Err(RouteError::MissingLambda),
     };
     let rest = serde_yaml_ng::Value::Mapping(fields);
-    let settings = |source| RouteError::Settings {
-        lambda: lambda.clone(),
-        source,
+    // Read through serde_path_to_error: from a Value, serde_yaml_ng's own errors do not say
+    // which field was of the wrong type.
+    let settings = |e: serde_path_to_error::Error<serde_yaml_ng::Error>| {
+        let field = e.path().to_string();
+        let source = e.into_inner();
+        // An unknown field's message names it already.
+        let named = field == "." || source.to_string().starts_with("unknown field");
+        RouteError::Settings {
+            lambda: lambda.clone(),
+            field: (!named).then_some(field),
+            source,
+        }
     };
     match lambda.as_str() {
         "retrain-if-stale" => {
-            let raw: RawStale = serde_yaml_ng::from_value(rest).map_err(settings)?;
+            let raw: RawStale = serde_path_to_error::deserialize(rest).map_err(settings)?;
             Ok(Lambda::RetrainIfStale {
                 max_age: parse_duration("field maxAge", &raw.max_age)?,
             })
         }
         "retrain-on-new-data" => {
-            let raw: RawNewData = serde_yaml_ng::from_value(rest).map_err(settings)?;
+            let raw: RawNewData = serde_path_to_error::deserialize(rest).map_err(settings)?;
             Ok(Lambda::RetrainOnNewData {
                 data_path: repo_path("field dataPath", &raw.data_path)?,
             })
         }
         "deploy-if-newer" => {
-            let raw: RawDeploy = serde_yaml_ng::from_value(rest).map_err(settings)?;
+            let raw: RawDeploy = serde_path_to_error::deserialize(rest).map_err(settings)?;
             let locator = match (raw.yaml_path, raw.kpt_setter) {
                 (Some(p), None) => Locator::Path(YamlPath::parse(&p)?),
                 (None, Some(s)) if !s.is_empty() => Locator::KptSetter(s),
@@ -395,6 +426,26 @@ fn parse_duration(field: &'static str, text: &str) -> Result<Duration, FieldErro
             text: text.to_owned(),
         }),
     }
+}
+
+/// Whether the folder `root` is `dir` or holds it. Compared as absolute paths with `.` and
+/// `..` resolved by their text (neither may exist yet), so `root: ..` is caught too.
+fn holds(root: &Path, dir: &Path) -> bool {
+    fn resolved(path: &Path) -> PathBuf {
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let mut out = PathBuf::new();
+        for part in absolute.components() {
+            match part {
+                Component::ParentDir => {
+                    out.pop();
+                }
+                Component::CurDir => {}
+                other => out.push(other),
+            }
+        }
+        out
+    }
+    resolved(dir).starts_with(resolved(root))
 }
 
 /// A path inside the repository: relative and never climbing out of it. Kept as written
@@ -492,6 +543,102 @@ routes:
                 "root: mirror",
                 "root: .",
                 "mirror: field root: . holds this file",
+            ),
+        ];
+        for (from, to, want) in cases {
+            let text = GOOD.replacen(from, to, 1);
+            let err = parse(&text, Path::new(".")).unwrap_err().to_string();
+            assert!(
+                err.starts_with(want),
+                "replacing {from:?} by {to:?}: got {err:?}"
+            );
+        }
+    }
+
+    // Found by the config fuzz target: `root: ..` named the folder holding this file, which
+    // the mirror empties, and was accepted because `..` was compared as text.
+    #[test]
+    fn a_root_holding_the_config_is_refused_however_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("etc");
+        let name = base.file_name().unwrap().to_str().unwrap().to_owned();
+        let holding = [
+            ".".to_string(),
+            "..".into(),
+            "../".into(),
+            "./".into(),
+            "sub/..".into(),
+            format!("../{name}"),
+            base.display().to_string(),
+            "/".into(),
+        ];
+        for root in holding {
+            let text = GOOD.replacen("root: mirror", &format!("root: \"{root}\""), 1);
+            let err = parse(&text, &base).unwrap_err().to_string();
+            assert!(err.starts_with("mirror: field root:"), "{root}: {err}");
+        }
+        for root in ["mirror", "../mirror", "sub/../mirror"] {
+            let text = GOOD.replacen("root: mirror", &format!("root: \"{root}\""), 1);
+            assert!(parse(&text, &base).is_ok(), "{root}");
+        }
+        assert!(
+            parse(
+                &GOOD.replacen("root: mirror", "root: ..", 1),
+                Path::new(".")
+            )
+            .is_err()
+        );
+    }
+
+    // Found by the config fuzz target: a mistake at the start of the file gave a message
+    // with no place in it.
+    #[test]
+    fn yaml_errors_say_where() {
+        let err = parse("\0mirror: {}\n", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("(at line 1 column 1)"), "{err}");
+        let two = format!("{GOOD}---\nlisten: 1.2.3.4:1\n");
+        let err = parse(&two, Path::new(".")).unwrap_err().to_string();
+        assert!(
+            err.starts_with("the file holds more than one YAML document"),
+            "{err}"
+        );
+        let err = parse("routes:\n  /a: {lambda: x\n", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(" line 3 ") && !err.contains("(at"), "{err}");
+    }
+
+    // Found by the config fuzz target: read from a Value, a setting of the wrong type gave
+    // "invalid type: sequence, expected a string" without saying which field.
+    #[test]
+    fn settings_of_the_wrong_type_are_named() {
+        let cases = [
+            (
+                "maxAge: 24h",
+                "maxAge: []",
+                "route /retrain: lambda retrain-if-stale: field maxAge: invalid type: sequence",
+            ),
+            (
+                "maxAge: 24h",
+                "maxAge: 5",
+                "route /retrain: lambda retrain-if-stale: field maxAge: invalid type: integer",
+            ),
+            (
+                "dataPath: data/",
+                "dataPath: {a: b}",
+                "route /retrain-on-data: lambda retrain-on-new-data: field dataPath: invalid type: map",
+            ),
+            (
+                "parameter: name",
+                "parameter: [a]",
+                "route /deploy-kpt: lambda deploy-if-newer: field parameter: invalid type: sequence",
+            ),
+            (
+                "lambda: retrain-if-stale",
+                "lambda: [retrain-if-stale]",
+                "route /retrain: field lambda: expected the name of a built-in",
             ),
         ];
         for (from, to, want) in cases {

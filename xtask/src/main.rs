@@ -1,9 +1,10 @@
 //! Developer tasks: `cargo xtask demo`, `cargo xtask cluster up|down|status|build`, `cargo xtask bench`,
-//! `cargo xtask image`.
+//! `cargo xtask fuzz`, `cargo xtask image`.
 
 mod bench;
 mod cluster;
 mod demo;
+mod fuzz;
 mod image;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +26,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Benchmarks against the local control plane (release builds); see BENCHMARKS.md.
     Bench(bench::BenchArgs),
+    /// The long fuzz runs of the parsers and editors (release build, a million cases per
+    /// target by default); the short seeded runs are in `cargo test`.
+    Fuzz(fuzz::FuzzArgs),
     /// Daemonless container images (modelsync from the Dockerfile's recipe, the notebook
     /// trainer): built or found in the cache; prints each tar's path and size.
     Image(image::ImageArgs),
@@ -35,6 +39,7 @@ fn main() -> anyhow::Result<()> {
         Command::Cluster(cmd) => cluster::run(cmd),
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
         Command::Image(args) => image::run(args),
     }
 }

@@ -157,3 +157,106 @@ fn run_names_are_deterministic_per_decision_and_fit_labels() {
     let long = run_name(&"x".repeat(80), "uid", None, &p1);
     assert!(long.len() <= 63, "{long}");
 }
+
+// Found by the template fuzz target: v1beta1 taskRunSpecs kept their v1beta1 field names,
+// which Tekton v1 refuses, so the per-task service account was lost.
+#[test]
+fn v1beta1_task_run_spec_fields_are_renamed() {
+    let t = template(json!({
+        "pipelineRef": {"name": "p"},
+        "taskRunSpecs": [{
+            "pipelineTaskName": "build",
+            "taskServiceAccountName": "builder",
+            "taskPodTemplate": {"nodeSelector": {"pool": "gpu"}},
+            "stepOverrides": [{"name": "s"}],
+            "sidecarOverrides": [{"name": "c"}],
+        }],
+    }));
+    let spec = v1_spec(&t).unwrap();
+    assert_eq!(
+        spec["taskRunSpecs"],
+        json!([{
+            "pipelineTaskName": "build",
+            "serviceAccountName": "builder",
+            "podTemplate": {"nodeSelector": {"pool": "gpu"}},
+            "stepSpecs": [{"name": "s"}],
+            "sidecarSpecs": [{"name": "c"}],
+        }])
+    );
+    let both = template(json!({
+        "pipelineRef": {"name": "p"},
+        "taskRunSpecs": [{"pipelineTaskName": "b", "taskServiceAccountName": "x", "serviceAccountName": "y"}],
+    }));
+    let err = v1_spec(&both).unwrap_err();
+    assert!(
+        err.0.contains(
+            "spec.pipelineRunTemplate.spec.taskRunSpecs[0] has both taskServiceAccountName"
+        ),
+        "{err}"
+    );
+}
+
+// Found by the template fuzz target: a serviceAccountNames entry for a task that also had a
+// taskRunSpecs entry made a second entry for the task; one without a taskName made
+// `pipelineTaskName: null`.
+#[test]
+fn service_account_names_merge_into_task_run_specs() {
+    let t = template(json!({
+        "pipelineRef": {"name": "p"},
+        "serviceAccountNames": [
+            {"taskName": "build", "serviceAccountName": "from-names"},
+            {"taskName": "push", "serviceAccountName": "pusher"},
+            {"taskName": "test"},
+        ],
+        "taskRunSpecs": [{"pipelineTaskName": "build", "taskServiceAccountName": "own"}],
+    }));
+    let spec = v1_spec(&t).unwrap();
+    assert_eq!(
+        spec["taskRunSpecs"],
+        json!([
+            {"pipelineTaskName": "build", "serviceAccountName": "own"},
+            {"pipelineTaskName": "push", "serviceAccountName": "pusher"},
+            {"pipelineTaskName": "test"},
+        ])
+    );
+    let nameless = template(json!({
+        "pipelineRef": {"name": "p"},
+        "serviceAccountNames": [{"serviceAccountName": "sa"}],
+    }));
+    let err = v1_spec(&nameless).unwrap_err();
+    assert!(
+        err.0
+            .contains("spec.pipelineRunTemplate.spec.serviceAccountNames[0].taskName is missing"),
+        "{err}"
+    );
+}
+
+// Found by the template fuzz target: v1beta1 values of the wrong shape were dropped without a
+// word; the template is now refused with the field named.
+#[test]
+fn v1beta1_values_that_cannot_move_are_refused_not_dropped() {
+    let cases = [
+        (
+            json!({"serviceAccountNames": false}),
+            "spec.pipelineRunTemplate.spec.serviceAccountNames must be a list",
+        ),
+        (
+            json!({"serviceAccountNames": [], "taskRunSpecs": {}}),
+            "spec.pipelineRunTemplate.spec.taskRunSpecs must be a list",
+        ),
+        (
+            json!({"timeout": "1h", "timeouts": "2h"}),
+            "spec.pipelineRunTemplate.spec.timeouts must be an object",
+        ),
+    ];
+    for (mut spec, want) in cases {
+        spec["pipelineRef"] = json!({"name": "p"});
+        let err = v1_spec(&template(spec.clone())).unwrap_err();
+        assert!(err.0.contains(want), "{spec}: {err}");
+    }
+    let spec = v1_spec(&template(
+        json!({"pipelineRef": {"name": "p"}, "serviceAccountNames": null}),
+    ))
+    .unwrap();
+    assert!(!spec.contains_key("serviceAccountNames") && !spec.contains_key("taskRunSpecs"));
+}
