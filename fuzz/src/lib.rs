@@ -10,6 +10,7 @@
 //! `cargo test -p modelsync-fuzz` runs a short seeded run of every target;
 //! `cargo xtask fuzz` runs the long ones (a million cases each) in release mode.
 
+pub mod entry;
 pub mod mutate;
 pub mod runner;
 pub mod table;
@@ -17,6 +18,7 @@ pub mod target;
 pub mod targets;
 pub mod yaml;
 
+pub use entry::Entry;
 pub use runner::{Options, Report};
-pub use target::{Entry, Target, Verdict};
+pub use target::{Target, Verdict};
 pub use targets::TARGETS;

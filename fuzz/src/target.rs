@@ -4,8 +4,6 @@ use std::fmt::Debug;
 
 use proptest::strategy::BoxedStrategy;
 
-use crate::runner::{self, Options, Progress, Report};
-
 /// What one input did to the code under test.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -44,25 +42,5 @@ pub trait Target {
     /// The input as written to a failure file: enough to reproduce it by hand.
     fn show(input: &Self::Input) -> String {
         format!("{input:#?}\n")
-    }
-}
-
-/// Runs one target's cases, reporting progress on the way.
-pub type RunFn = fn(&Options, &mut dyn FnMut(&Progress)) -> Report;
-
-/// A target without its types, for lists of targets.
-pub struct Entry {
-    pub name: &'static str,
-    pub about: &'static str,
-    pub run: RunFn,
-}
-
-impl Entry {
-    pub const fn of<T: Target>() -> Self {
-        Entry {
-            name: T::NAME,
-            about: T::ABOUT,
-            run: runner::run::<T>,
-        }
     }
 }

@@ -107,7 +107,9 @@ impl Target for Answer {
             AnswerError::WrongType { field, .. } => message.contains(&format!("field {field}")),
             AnswerError::MissingNeedsSync => message.contains("needsSync"),
             AnswerError::NotObject { .. } => message.contains("expected an object"),
-            AnswerError::Status { .. } | AnswerError::TooLarge { .. } => false,
+            AnswerError::Status { .. }
+            | AnswerError::Redirect { .. }
+            | AnswerError::TooLarge { .. } => false,
         };
         if !names {
             return Verdict::broken("names", format!("{message:?} names no field or position"));

@@ -215,7 +215,7 @@ fn check_edit(case: &Case, before: &str, changes: &[Change], edited: &Edit) -> V
 /// comment.
 fn widened(text: &str, (start, end): (usize, usize)) -> (usize, usize) {
     let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
-    let line = text[line_start..start].as_bytes();
+    let line = &text.as_bytes()[line_start..start];
     let comment = (0..line.len())
         .find(|&i| line[i] == b'#' && (i == 0 || matches!(line[i - 1], b' ' | b'\t')));
     let start = comment.map_or(start, |i| {

@@ -9,7 +9,7 @@ pub mod path;
 pub mod tekton;
 pub mod template;
 
-use crate::target::Entry;
+use crate::entry::Entry;
 
 /// Every target, in the order runs go through them.
 pub const TARGETS: &[Entry] = &[
