@@ -2,10 +2,11 @@
 
 use std::path::PathBuf;
 
-use kube::Client;
+use kube::{Api, Client};
+use modelsync_api::ModelSync;
 use modelsync_api::connect::KubeTarget;
 
-use crate::verbs::VerbError;
+use crate::verbs::{VerbError, modelsyncs};
 
 /// `--kubeconfig` and `--context`.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -31,6 +32,18 @@ impl KubeArgs {
             .client()
             .await
             .map_err(|e| VerbError::Usage(e.to_string()))
+    }
+
+    /// The namespace `-n` names (or the context's) and that namespace's ModelSyncs: what a verb
+    /// acting on named ModelSyncs starts from.
+    pub async fn connect_in(
+        &self,
+        namespace: Option<&str>,
+    ) -> Result<(String, Api<ModelSync>), VerbError> {
+        let client = self.client().await?;
+        let ns = namespace.map_or_else(|| client.default_namespace().to_owned(), str::to_owned);
+        let api = modelsyncs(&client, Some(&ns));
+        Ok((ns, api))
     }
 }
 

@@ -5,7 +5,7 @@ use kube::ResourceExt;
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;
 
-use super::{VerbError, api_error, modelsyncs};
+use super::{VerbError, api_error};
 use crate::kube_args::KubeArgs;
 
 /// `modelsync suspend` and `modelsync resume`.
@@ -26,12 +26,7 @@ pub struct SuspendArgs {
 
 /// Sets `spec.suspend` to `suspend`, printing one line per ModelSync.
 pub async fn run(args: SuspendArgs, suspend: bool) -> Result<(), VerbError> {
-    let client = args.kube.client().await?;
-    let ns = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| client.default_namespace().to_owned());
-    let api = modelsyncs(&client, Some(&ns));
+    let (ns, api) = args.kube.connect_in(args.namespace.as_deref()).await?;
     let names = match &args.name {
         Some(name) => vec![name.clone()],
         None => api

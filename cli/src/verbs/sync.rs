@@ -9,7 +9,7 @@ use modelsync_api::modelsync::{ANNOTATION_REQUESTED_AT, ConcurrencyPolicy, RunRe
 use modelsync_api::{ModelSync, PipelineRun};
 use serde_json::json;
 
-use super::{VerbError, api_error, modelsyncs};
+use super::{VerbError, api_error};
 use crate::kube_args::KubeArgs;
 
 /// How often `--wait` reads the ModelSync.
@@ -45,12 +45,7 @@ pub struct SyncArgs {
 }
 
 pub async fn run(args: SyncArgs) -> Result<(), VerbError> {
-    let client = args.kube.client().await?;
-    let ns = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| client.default_namespace().to_owned());
-    let api = modelsyncs(&client, Some(&ns));
+    let (ns, api) = args.kube.connect_in(args.namespace.as_deref()).await?;
     let name = &args.name;
     let what = format!("ModelSync {name}");
     let before = api.get(name).await.map_err(|e| api_error(&what, &ns, e))?;
