@@ -1,10 +1,11 @@
 //! `cargo xtask fuzz [TARGET...] [--cases N]`: builds `modelsync-fuzz` in release mode and runs
 //! the long fuzz runs (a million cases per target unless told otherwise).
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+
+use crate::release;
 
 #[derive(clap::Args)]
 pub struct FuzzArgs {
@@ -14,25 +15,9 @@ pub struct FuzzArgs {
     args: Vec<String>,
 }
 
-fn workspace() -> PathBuf {
-    let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
-    xtask.parent().unwrap_or(xtask).to_path_buf()
-}
-
 pub fn run(args: FuzzArgs) -> Result<()> {
-    let root = workspace();
-    eprintln!("building modelsync-fuzz (release)...");
-    let status = modelsync_testenv::cargo::command()
-        .args(["build", "--release", "-p", "modelsync-fuzz"])
-        .current_dir(&root)
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("cargo build --release -p modelsync-fuzz failed");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
+    let root = release::workspace();
+    let target = release::build(&["modelsync-fuzz"])?;
     let status = Command::new(target.join("release/modelsync-fuzz"))
         .arg("--out")
         .arg(target.join("fuzz"))

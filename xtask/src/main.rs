@@ -6,6 +6,7 @@ mod cluster;
 mod demo;
 mod fuzz;
 mod image;
+mod release;
 
 use clap::{Parser, Subcommand};
 
