@@ -37,6 +37,18 @@ pub struct PipelineRunStatus {
     pub start_time: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<DateTime<Utc>>,
+    /// The Pipeline's results once it ends: small by Tekton's own limits, and what `history`,
+    /// `lineage` and the lineage events read (PR URL, commit, artifact outputs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub results: Vec<RunResultValue>,
+}
+
+/// One `status.results[]` entry: a string, an array of strings or an object of strings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunResultValue {
+    pub name: String,
+    #[serde(default)]
+    pub value: serde_json::Value,
 }
 
 /// A knative-style condition as Tekton writes it.
@@ -65,6 +77,19 @@ impl PipelineRun {
             Some(("False", _)) => RunResult::Failed,
             _ => RunResult::Running,
         }
+    }
+
+    /// The value of the Pipeline result `name`, if the run has one.
+    pub fn result_value(&self, name: &str) -> Option<&serde_json::Value> {
+        let results = &self.status.as_ref()?.results;
+        results.iter().find(|r| r.name == name).map(|r| &r.value)
+    }
+
+    /// The string result `name`, when it is a non-empty string.
+    pub fn result_str(&self, name: &str) -> Option<&str> {
+        self.result_value(name)
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
     }
 
     /// True once cancellation was asked for, even before Tekton reports it.
