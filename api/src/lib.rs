@@ -7,6 +7,7 @@ pub mod egress;
 pub mod lambda;
 #[cfg(feature = "client")]
 pub mod lambda_client;
+pub mod lineage;
 pub mod modelsync;
 pub mod pipelinerun;
 

@@ -140,6 +140,7 @@ fn floor_body(owner: &ModelSync, model: &str) -> Result<DynamicObject> {
         parameters: [("model".to_owned(), model.into())].into(),
         reason: Some("bench".into()),
         revision: None,
+        ..Default::default()
     };
     let uid = owner.uid().context("floor owner uid")?;
     let body = template::build_run(&RunRequest {

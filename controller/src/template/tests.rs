@@ -20,6 +20,7 @@ fn answer(params: &[(&str, ParamValue)]) -> NeedsSyncAnswer {
             .collect(),
         reason: Some("newer model".into()),
         revision: Some("abc123".into()),
+        ..Default::default()
     }
 }
 

@@ -180,6 +180,7 @@ fn accepted(reply: &Reply, answer: &NeedsSyncAnswer) -> Verdict {
             parameters: params,
             reason: text("reason"),
             revision: text("revision"),
+            ..Default::default()
         };
         if &meant != answer {
             return Verdict::broken("meaning", format!("read {answer:?}, written {meant:?}"));

@@ -138,6 +138,7 @@ fn run_from(
         parameters: params.clone(),
         reason: Some("fuzz".into()),
         revision: None,
+        ..Default::default()
     };
     build_run(&RunRequest {
         name: "fuzz-0123456789",
