@@ -275,6 +275,7 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
         webhook,
     ));
 
+    let stores = Arc::new(config.stores());
     let models = match &config.models {
         SourceConfig::Records(path) => ModelInput::Records(path.clone()),
         SourceConfig::Mlflow { spec, period } => {
@@ -301,6 +302,7 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
     };
     tokio::spawn(engine::run(
         Arc::new(config.routes),
+        stores,
         mirror_rx,
         models,
         state.answers.clone(),
