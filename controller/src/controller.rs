@@ -16,6 +16,7 @@ use modelsync_api::connect::KubeTarget;
 use modelsync_api::egress::{CidrList, DEFAULT_DENY, EgressRules};
 use tracing::{info, warn};
 
+use crate::lineage::{Lineage, LineageArgs};
 use crate::metrics::Metrics;
 use crate::reconcile::{Context, error_policy, reconcile};
 use crate::run_index::RunIndex;
@@ -59,6 +60,8 @@ pub struct ControllerArgs {
     /// services (link-local addresses) out of reach.
     #[arg(long, default_value = DEFAULT_DENY, env = "MODELSYNC_LAMBDA_DENY_CIDRS")]
     pub lambda_deny_cidrs: CidrList,
+    #[command(flatten)]
+    pub lineage: LineageArgs,
 }
 
 pub use modelsync_telemetry::LogFormat;
@@ -128,7 +131,11 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
     ));
     let (controller, listed) = watches::controller(
         modelsyncs,
-        watches::runs(runs_api, index.clone()),
+        watches::runs(
+            runs_api,
+            index.clone(),
+            Lineage::start(&args.lineage, metrics.clone()),
+        ),
         ctx.clone(),
     );
     let readiness = tokio::spawn(async move {
@@ -144,6 +151,7 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
         concurrency = args.concurrency,
         lambda_allow_cidrs = %args.lambda_allow_cidrs,
         lambda_deny_cidrs = %args.lambda_deny_cidrs,
+        openlineage_url = args.lineage.url.as_deref().unwrap_or("(off)"),
         "modelsync controller starting"
     );
     // The Lease is renewed in its own task, beside the passes; losing it ends the controller.

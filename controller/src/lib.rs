@@ -14,6 +14,7 @@ pub mod context;
 pub mod credentials;
 pub mod lambda_clients;
 pub mod lease;
+pub mod lineage;
 pub mod metrics;
 pub mod plan;
 pub mod reconcile;

@@ -35,6 +35,9 @@ pub struct Metrics {
     /// How late each scheduled poll ran compared with its planned time: the jittered interval
     /// after the last poll, or the end of a finished run's settle period if later.
     pub poll_lag: Histogram,
+    lineage_events: Family<OutcomeLabels, Counter>,
+    /// Lineage events queued and not yet delivered or given up on.
+    pub lineage_queue: Gauge,
 }
 
 impl Default for Metrics {
@@ -109,7 +112,22 @@ impl Default for Metrics {
              interval, or the end of a finished run's settle period)",
             poll_lag.clone(),
         );
+        let lineage_events = Family::<OutcomeLabels, Counter>::default();
+        let lineage_queue = Gauge::default();
+        registry.register(
+            "modelsync_lineage_events",
+            "OpenLineage event deliveries by outcome: sent, retried (an attempt failed and will \
+             be repeated), rejected (4xx, dropped) or refused (queue full, kept due)",
+            lineage_events.clone(),
+        );
+        registry.register(
+            "modelsync_lineage_queue_depth",
+            "OpenLineage events waiting to be sent",
+            lineage_queue.clone(),
+        );
         Metrics {
+            lineage_events,
+            lineage_queue,
             poll_lag,
             registry,
             reconcile_total,
@@ -144,6 +162,12 @@ impl Metrics {
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
         self.lambda_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn lineage_event(&self, outcome: &'static str) {
+        self.lineage_events
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     /// The registry in Prometheus text format.

@@ -15,6 +15,7 @@ use modelsync_api::modelsync::LABEL_NAME;
 use modelsync_api::{ModelSync, PipelineRun};
 
 use crate::context::Context;
+use crate::lineage::Lineage;
 use crate::run_index::RunIndex;
 use crate::watch_backoff::{NoSharedBackoff, WatchBackoff};
 
@@ -36,12 +37,16 @@ pub fn apis(client: &Client, namespace: Option<&str>) -> (Api<ModelSync>, Api<Pi
 pub fn runs(
     api: Api<PipelineRun>,
     index: RunIndex,
+    lineage: Option<Arc<Lineage>>,
 ) -> impl Stream<Item = Result<PipelineRun, watcher::Error>> + Send + 'static {
     watcher(api, watcher::Config::default().labels(LABEL_NAME))
         .backoff(WatchBackoff::default())
         .inspect(move |ev| {
             if let Ok(ev) = ev {
                 index.apply(ev);
+                if let Some(lineage) = &lineage {
+                    lineage.observe(ev);
+                }
             }
         })
         .touched_objects()

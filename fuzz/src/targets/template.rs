@@ -149,6 +149,7 @@ fn run_from(
         params,
         answer: &answer,
         decided_at: "2026-01-01T00:00:00Z",
+        lambda_url: "http://fuzz/",
     })
     .map_err(|e| e.0)
 }
