@@ -10,6 +10,7 @@ pub mod lambda_client;
 pub mod lineage;
 pub mod modelsync;
 pub mod pipelinerun;
+pub mod provenance;
 
 pub use modelsync::{ModelSync, ModelSyncSpec, ModelSyncStatus};
 pub use pipelinerun::PipelineRun;

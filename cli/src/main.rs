@@ -33,6 +33,8 @@ enum Command {
     Get(verbs::get::GetArgs),
     /// Ask a ModelSync's lambda now; with --wait, follow the decision and the run.
     Sync(verbs::sync::SyncArgs),
+    /// What a deployer ModelSync last pinned, traced to the training run and data behind it.
+    Lineage(verbs::lineage::LineageArgs),
     /// Stop lambda calls and new runs of a ModelSync (a running run continues).
     Suspend(verbs::suspend::SuspendArgs),
     /// Undo `suspend`.
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
     let verb = match cli.command {
         Command::Get(args) => verbs::block_on(verbs::get::run(args)),
         Command::Sync(args) => verbs::block_on(verbs::sync::run(args)),
+        Command::Lineage(args) => verbs::block_on(verbs::lineage::run(args)),
         Command::Suspend(args) => verbs::block_on(verbs::suspend::run(args, true)),
         Command::Resume(args) => verbs::block_on(verbs::suspend::run(args, false)),
         other => return exit(tool(other)),
@@ -79,7 +82,11 @@ fn tool(command: Command) -> anyhow::Result<()> {
         Command::Mirror(args) => modelsync_lambdas::mirror::run(args),
         Command::LambdaCheck(args) => modelsync_lambdas::check::run(args),
         Command::BumpPr(args) => modelsync_bump_pr::main(args),
-        Command::Get(_) | Command::Sync(_) | Command::Suspend(_) | Command::Resume(_) => {
+        Command::Get(_)
+        | Command::Sync(_)
+        | Command::Lineage(_)
+        | Command::Suspend(_)
+        | Command::Resume(_) => {
             unreachable!("verbs are handled in main")
         }
     }

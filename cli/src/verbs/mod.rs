@@ -1,7 +1,8 @@
-//! The day-two verbs: `get`, `suspend`, `resume`, `sync`. Each error names what was wrong and
+//! The day-two verbs: `get`, `suspend`, `resume`, `sync`, `lineage`. Each error names what was wrong and
 //! what to do, and its kind decides the exit code scripts see.
 
 pub mod get;
+pub mod lineage;
 pub mod suspend;
 pub mod sync;
 

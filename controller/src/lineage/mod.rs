@@ -24,10 +24,15 @@ use ledger::Ledger;
 pub struct LineageArgs {
     /// OpenLineage server (e.g. Marquez) to send run events to, at <URL>/api/v1/lineage.
     /// Unset: no events.
-    #[arg(long = "openlineage-url", env = "OPENLINEAGE_URL")]
+    #[arg(
+        id = "openlineage_url",
+        long = "openlineage-url",
+        env = "OPENLINEAGE_URL"
+    )]
     pub url: Option<String>,
     /// Sent as `Authorization: Bearer <key>`.
     #[arg(
+        id = "openlineage_api_key",
         long = "openlineage-api-key",
         env = "OPENLINEAGE_API_KEY",
         hide_env_values = true
@@ -35,6 +40,7 @@ pub struct LineageArgs {
     pub api_key: Option<String>,
     /// The namespace of the jobs (one job per ModelSync, named <namespace>/<name>).
     #[arg(
+        id = "openlineage_namespace",
         long = "openlineage-namespace",
         env = "OPENLINEAGE_NAMESPACE",
         default_value = "modelsync"
@@ -118,5 +124,38 @@ impl Lineage {
             }
             self.ledger().queued(&uid, transition);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: crate::ControllerArgs,
+    }
+
+    #[test]
+    fn lineage_flags_sit_beside_the_controllers_own() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "controller",
+            "--namespace",
+            "ml",
+            "--openlineage-url",
+            "http://marquez:5000/",
+            "--openlineage-api-key",
+            "secret",
+        ])
+        .unwrap();
+        assert_eq!(cli.args.namespace.as_deref(), Some("ml"));
+        assert_eq!(
+            cli.args.lineage.url.as_deref(),
+            Some("http://marquez:5000/")
+        );
+        assert_eq!(cli.args.lineage.namespace, "modelsync");
+        assert!(!format!("{:?}", cli.args).contains("secret"));
     }
 }

@@ -65,6 +65,7 @@ pub async fn story(ci: bool, say: Narrator) -> Result<()> {
     let mut watch = Watch::new(say, &client, NS, player, Duration::from_secs(300), stalled);
     acts::the_trainers_run(&mut watch).await?;
     acts::the_deployers_pull_request(&mut watch).await?;
+    acts::the_lineage(say, &client, NS, "deployer").await?;
     let newer = acts::a_newer_model_arrives(say, &repo, model_id(1)).await?;
     acts::its_pull_request(&mut watch, &newer).await?;
     acts::old_runs_collected(&mut watch).await?;
