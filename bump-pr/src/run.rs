@@ -154,7 +154,7 @@ pub async fn run(args: &BumpPrArgs, out: &mut dyn Write) -> anyhow::Result<BumpO
             status: Status::UpToDate,
             commit: None,
             pull_request: None,
-            artifact: Some(Artifact::new(&args.repo, &file, &clone.base_commit)),
+            artifact: Some(Artifact::new(&args.repo, &file, clone.base_commit)),
         };
         write_results(args.results_dir(), &outcome)?;
         return Ok(outcome);
@@ -238,7 +238,7 @@ pub async fn run(args: &BumpPrArgs, out: &mut dyn Write) -> anyhow::Result<BumpO
     let outcome = BumpOutcome {
         status,
         commit: Some(pushed.to_string()),
-        artifact: Some(Artifact::new(&args.repo, &file, &pushed)),
+        artifact: Some(Artifact::new(&args.repo, &file, pushed)),
         pull_request: Some(pr),
     };
     write_results(args.results_dir(), &outcome)?;

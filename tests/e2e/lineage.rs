@@ -174,6 +174,7 @@ async fn training_and_deploy_runs_send_start_and_end_joined_by_the_model() {
         .unwrap();
     let deployed = events(&env, &receiver, &deploy_id, 2).await[1].clone();
     assert_eq!(deployed["eventType"], "COMPLETE");
+    println!("deploy COMPLETE event:\n{deployed:#}");
     let out = &deployed["outputs"][0];
     assert_eq!(
         (out["namespace"].as_str(), out["name"].as_str()),
@@ -200,6 +201,7 @@ async fn training_and_deploy_runs_send_start_and_end_joined_by_the_model() {
         "{table}"
     );
     let err = lineage_verb(&env.ns, "trainer", "table").unwrap_err();
+    println!("modelsync lineage trainer:\n{err}");
     assert!(
         err.contains("read http://git.test/ml.git#data, but no succeeded run"),
         "{err}"
@@ -254,6 +256,15 @@ async fn training_and_deploy_runs_send_start_and_end_joined_by_the_model() {
         let problems = schemas.problems(&r.body);
         assert!(problems.is_empty(), "{problems:#?}\nin {:#}", r.body);
     }
+    // The schemas do bite: a run id that is no UUID, a facet without its producer.
+    let mut broken = received[0].body.clone();
+    broken["run"]["runId"] = "run-1".into();
+    broken["run"]["facets"]["modelsync_decision"]
+        .as_object_mut()
+        .unwrap()
+        .remove("_producer");
+    let problems = schemas.problems(&broken);
+    assert!(problems.len() >= 2, "{problems:#?}");
     let metrics = reqwest::get(format!("{}/metrics", controller.admin_url()))
         .await
         .unwrap()
