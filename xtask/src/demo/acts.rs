@@ -51,7 +51,12 @@ pub fn a_person_merges(
 
 /// `modelsync lineage deployer`: the pin traced back to its training run and data, read from
 /// the cluster alone by the same code as the verb.
-pub async fn the_lineage(say: Narrator, client: &kube::Client, ns: &str, deployer: &str) -> Result<()> {
+pub async fn the_lineage(
+    say: Narrator,
+    client: &kube::Client,
+    ns: &str,
+    deployer: &str,
+) -> Result<()> {
     let chain = modelsync_api::provenance::fetch(client, ns, deployer)
         .await
         .map_err(|e| anyhow::anyhow!("modelsync lineage {deployer}: {e}"))?;
