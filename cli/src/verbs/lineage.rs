@@ -3,7 +3,7 @@
 
 use modelsync_api::provenance;
 
-use super::VerbError;
+use super::{VerbError, api_error, modelsyncs};
 use crate::kube_args::{KubeArgs, Output};
 
 /// `modelsync lineage`.
@@ -27,6 +27,11 @@ pub async fn run(args: LineageArgs) -> Result<(), VerbError> {
         .namespace
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_owned());
+    // A name that is not there is a usage error (exit 2), as with the other verbs.
+    modelsyncs(&client, Some(&ns))
+        .get(&args.name)
+        .await
+        .map_err(|e| api_error(&format!("ModelSync {}", args.name), &ns, e))?;
     let chain = provenance::fetch(&client, &ns, &args.name)
         .await
         .map_err(VerbError::Failed)?;
