@@ -8,6 +8,7 @@ mod fleet;
 mod lambdas;
 mod mirror;
 mod report;
+mod writes;
 
 use std::path::PathBuf;
 
@@ -37,6 +38,8 @@ enum Bench {
     Memory,
     Lambdas,
     Mirror,
+    /// Only the API writes per run life, which `decision` also counts.
+    Writes,
 }
 
 /// What every benchmark gets.
@@ -78,6 +81,7 @@ fn main() -> anyhow::Result<()> {
         let figures: Vec<report::Figure> = rt.block_on(async {
             match name {
                 Bench::Decision => decision::run(&opts).await,
+                Bench::Writes => decision::writes_figures(&opts).await,
                 Bench::Lambdas => lambdas::run(&opts).await,
                 Bench::Mirror => mirror::run(&opts).await,
                 Bench::Scale | Bench::Memory => fleet::run(&opts).await,
