@@ -5,6 +5,7 @@
 mod decision;
 mod env;
 mod fleet;
+mod fleet_100k;
 mod lambdas;
 mod mirror;
 mod report;
@@ -35,6 +36,10 @@ struct Cli {
 enum Bench {
     Decision,
     Scale,
+    /// 100,000 ModelSyncs: one controller, then 4 shards (not in the default set: the fleet
+    /// is made once, minutes, and each measurement lasts several poll periods).
+    #[value(name = "scale-100k")]
+    Scale100k,
     Memory,
     Lambdas,
     Mirror,
@@ -82,6 +87,7 @@ fn main() -> anyhow::Result<()> {
             match name {
                 Bench::Decision => decision::run(&opts).await,
                 Bench::Writes => decision::writes_figures(&opts).await,
+                Bench::Scale100k => fleet_100k::run(&opts).await,
                 Bench::Lambdas => lambdas::run(&opts).await,
                 Bench::Mirror => mirror::run(&opts).await,
                 Bench::Scale | Bench::Memory => fleet::run(&opts).await,
