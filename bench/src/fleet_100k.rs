@@ -5,6 +5,7 @@
 //! Creating 200,000 objects takes minutes, so each fleet is made once and kept: etcd's data
 //! folder lives in the benchmark cache (`<cache>/modelsync/bench/…`), keyed by the fleet's shape
 //! and the CRDs, and a marker file says the fleet is complete. A cut-short creation resumes.
+//! `MODELSYNC_BENCH_PREPARE_ONLY=1` makes the fleets and measures nothing.
 //! The unsharded fleet and the sharded one are two folders: a controller without `--shard`
 //! takes only ModelSyncs without the shard label, so the two cannot share objects.
 
@@ -161,6 +162,14 @@ pub async fn run(opts: &Opts) -> Result<Vec<Figure>> {
         runs_each: 1,
         shards: SHARDS,
     };
+    if std::env::var_os("MODELSYNC_BENCH_PREPARE_ONLY").is_some() {
+        // Makes the kept fleets and stops: their creation is load, not a measurement, and
+        // can run while the machine is busy with something else.
+        for shape in [one, sharded] {
+            drop(fleet(shape).await?);
+        }
+        return Ok(Vec::new());
+    }
     let mut single = Vec::new();
     for _ in 0..opts.runs {
         single.push(reading(opts, one, &[vec![]]).await?);
