@@ -4,7 +4,7 @@
 //!
 //! Creating 200,000 objects takes minutes, so each fleet is made once and kept: etcd's data
 //! folder lives in the benchmark cache (`<cache>/modelsync/bench/…`), keyed by the fleet's shape
-//! and the CRDs, and a marker file says the fleet is complete. A cut-short creation resumes.
+//! and the API version, and a marker file says the fleet is complete. A cut-short creation resumes.
 //! `MODELSYNC_BENCH_PREPARE_ONLY=1` makes the fleets and measures nothing.
 //! The unsharded fleet and the sharded one are two folders: a controller without `--shard`
 //! takes only ModelSyncs without the shard label, so the two cannot share objects.
@@ -14,10 +14,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use kube::CustomResourceExt;
+use kube::{CustomResourceExt, Resource};
 use modelsync_api::ModelSync;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::Opts;
 use crate::env::FastLambda;
@@ -31,15 +30,14 @@ const NS: &str = "bench-fleet";
 /// ModelSyncs name it through this stable address, which the benchmark serves.
 const LAMBDA_PORT: u16 = 18_731;
 
-/// `<cache>/bench/fleet-<n>-<shards>-<hash of the CRDs>`.
+/// `<cache>/bench/fleet-<n>-runs<k>-shards<s>-<API version>`. Keyed by the API version, not
+/// the CRD's text: the CRDs are applied again at every start, and an added optional field
+/// leaves the stored objects valid, so it need not cost a new fleet.
 fn etcd_folder(shape: Shape) -> Result<PathBuf> {
-    let mut hash = Sha256::new();
-    hash.update(serde_json::to_vec(&ModelSync::crd())?);
+    let version = ModelSync::api_version(&()).replace('/', "-");
     let key = format!(
-        "bench/fleet-{N}-runs{}-shards{}-{}",
-        shape.runs_each,
-        shape.shards,
-        &format!("{:x}", hash.finalize())[..12]
+        "bench/fleet-{N}-runs{}-shards{}-{version}",
+        shape.runs_each, shape.shards
     );
     Ok(modelsync_testenv::cache::root()?.join(key))
 }
