@@ -23,8 +23,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end }}
 
 {{/*
-The shard names, checked: each becomes part of a Deployment name, a label value and a Lease
-name, so it must be a DNS label short enough for all three.
+The shard names, checked as `modelsync controller --shard` checks them: each is a label value
+and part of a Deployment's and a Lease's name, so a DNS label.
 */}}
 {{- define "modelsync.shards" -}}
 {{- $seen := dict }}
@@ -35,8 +35,8 @@ name, so it must be a DNS label short enough for all three.
 {{- if not (regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$" .) }}
 {{- fail (printf "controller.shards: %q is not a DNS label (lower-case letters, digits and '-')" .) }}
 {{- end }}
-{{- if gt (len .) 42 }}
-{{- fail (printf "controller.shards: %q is longer than 42 characters, so the label value modelsync-controller-%s would pass 63" . .) }}
+{{- if gt (len .) 63 }}
+{{- fail (printf "controller.shards: %q is longer than 63 characters, the most a label value holds" .) }}
 {{- end }}
 {{- if hasKey $seen . }}
 {{- fail (printf "controller.shards: %q is listed twice" .) }}

@@ -233,7 +233,8 @@ mod tests {
     #[test]
     fn equal_renderings_have_no_difference() {
         let d = deployment(json!(["controller"]));
-        assert!(diff(&[d.clone()], &[d], "kustomize", "helm").is_empty());
+        let same = std::slice::from_ref(&d);
+        assert!(diff(same, same, "kustomize", "helm").is_empty());
     }
 
     #[test]
@@ -278,7 +279,12 @@ mod tests {
     #[test]
     fn an_object_rendered_twice_is_reported() {
         let d = deployment(json!([]));
-        let lines = diff(&[d.clone()], &[d.clone(), d], "kustomize", "helm");
+        let lines = diff(
+            std::slice::from_ref(&d),
+            &[d.clone(), d.clone()],
+            "kustomize",
+            "helm",
+        );
         assert_eq!(
             lines,
             vec!["helm: Deployment modelsync/modelsync-controller is rendered twice"]
