@@ -484,6 +484,21 @@ async fn helm_installs_upgrades_and_uninstalls_the_chart() {
         helm(&args).unwrap_or_else(|e| panic!("{e}"))
     };
 
+    // What the README warns of: `--create-namespace` makes the namespace, and then the chart's
+    // own Namespace object cannot be created.
+    let err = helm(&[
+        "install",
+        "modelsync",
+        &chart,
+        "--namespace",
+        "modelsync-helm-created",
+        "--create-namespace",
+        "--kubeconfig",
+        &kubeconfig,
+    ])
+    .unwrap_err();
+    assert!(err.contains("already exists"), "{err}");
+
     // Helm keeps its release record in the release's namespace, so that must exist first; the
     // chart's Namespace object then takes it over (and labels it for Pod Security).
     modelsync_testenv::create_namespace(&client, NS)
