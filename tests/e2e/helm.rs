@@ -170,6 +170,19 @@ fn wrong_values_are_refused_with_what_to_do() {
     }
 }
 
+/// The chart's CRD is the one `modelsync crd` prints now, so a change to the ModelSync type
+/// reaches Helm installs too.
+#[test]
+fn the_charts_crd_is_the_generated_one() {
+    let path = chart().join("files/crd.yaml");
+    let committed = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        committed == modelsync_api::crd_yaml(),
+        "{} is stale: run `cargo run -p modelsync -- crd > charts/modelsync/files/crd.yaml`",
+        path.display()
+    );
+}
+
 #[test]
 fn defaults_render_what_kustomize_base_installs() {
     let helm = normalised_helm(template("modelsync", None, &[]));
