@@ -13,7 +13,8 @@
 //! controller, [`git`] runs git and `git daemon`, [`github`] stands in for GitHub's pull request
 //! API, and [`process`] ties child processes to the life of the one that started them.
 //!
-//! [`argocd`] builds the runner that tests Argo CD health checks under gopher-lua.
+//! [`argocd`] builds the runner that tests Argo CD health checks under gopher-lua; [`helm`]
+//! builds Helm, which the chart's tests run.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -35,6 +36,7 @@ pub mod faults;
 pub mod git;
 pub mod github;
 pub mod gitops_repo;
+pub mod helm;
 pub mod image;
 pub mod kubectl;
 pub mod labelbot;
