@@ -460,7 +460,7 @@ async fn sync_dry_run_asks_as_the_controller_would_and_creates_nothing() {
         "dry run: nothing is created and no annotation is set",
         &format!("lambda asked: GET {}", lambda.url("retrain")),
         "decision: sync needed (new data)",
-        "parameters: model=\"m-7\"",
+        "parameters: model=m-7",
         "revision: 3f2c9e1",
         "would create PipelineRun trainer-",
     ] {

@@ -18,7 +18,7 @@ use modelsync_controller::runs::{OwnedRuns, RunRecord};
 use modelsync_controller::status::Phase;
 use serde::Serialize;
 
-use super::{VerbError, api_error};
+use super::{VerbError, api_error, params_text};
 use crate::kube_args::Output;
 use crate::verbs::sync::SyncArgs;
 
@@ -228,12 +228,7 @@ fn text(r: &Report) -> String {
         };
         out.push_str(&format!("decision: {verdict} ({why})\n"));
         if !d.parameters.is_empty() {
-            let params: Vec<String> = d
-                .parameters
-                .iter()
-                .map(|(k, v)| format!("{k}={}", serde_json::to_string(v).unwrap_or_default()))
-                .collect();
-            out.push_str(&format!("parameters: {}\n", params.join(" ")));
+            out.push_str(&format!("parameters: {}\n", params_text(&d.parameters)));
         }
         if let Some(rev) = &d.revision {
             out.push_str(&format!("revision: {rev}\n"));

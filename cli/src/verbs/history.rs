@@ -15,7 +15,7 @@ use modelsync_api::run_history::{self, Collected, REASON_RUN_COLLECTED, RunDecis
 use modelsync_api::{ModelSync, PipelineRun};
 use serde::Serialize;
 
-use super::{VerbError, align, api_error};
+use super::{VerbError, align, api_error, params_text};
 use crate::kube_args::{KubeArgs, Output};
 use crate::verbs::get::age;
 
@@ -262,14 +262,6 @@ pub fn table(entries: &[Entry], now: DateTime<Utc>) -> String {
         .to_vec(),
     ];
     for e in entries {
-        let params: Vec<String> = e
-            .parameters
-            .iter()
-            .map(|(k, v)| match v {
-                ParamValue::String(s) => format!("{k}={s}"),
-                ParamValue::Array(items) => format!("{k}=[{}]", items.join(",")),
-            })
-            .collect();
         let result = match e.kind {
             Kind::Run => e.result.clone(),
             Kind::Collected => format!("{} (collected {})", e.result, ago(e.collected_at)),
@@ -284,10 +276,10 @@ pub fn table(entries: &[Entry], now: DateTime<Utc>) -> String {
             e.run.clone().unwrap_or_else(dash),
             ago(e.decided_at),
             e.reason.clone().unwrap_or_else(dash),
-            if params.is_empty() {
+            if e.parameters.is_empty() {
                 dash()
             } else {
-                params.join(" ")
+                params_text(&e.parameters)
             },
             result,
             ago(e.start_time),

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use kube::Api;
 use modelsync_api::ModelSync;
+use modelsync_api::lambda::ParamValue;
 
 /// Why a verb failed.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,18 @@ pub fn modelsyncs(client: &kube::Client, namespace: Option<&str>) -> Api<ModelSy
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     }
+}
+
+/// Pipeline params as `name=value name=[a,b]`, for one line of a table or a report.
+pub fn params_text(params: &std::collections::BTreeMap<String, ParamValue>) -> String {
+    let words: Vec<String> = params
+        .iter()
+        .map(|(k, v)| match v {
+            ParamValue::String(s) => format!("{k}={s}"),
+            ParamValue::Array(items) => format!("{k}=[{}]", items.join(",")),
+        })
+        .collect();
+    words.join(" ")
 }
 
 /// Rows as aligned columns like kubectl's, three spaces apart; the first row is the header.
