@@ -3,6 +3,7 @@
 //! by the test.
 
 mod common;
+mod secure_lambda;
 
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -839,4 +840,54 @@ async fn history_shows_runs_their_pull_requests_collected_runs_and_the_last_deci
 
     let out = verb(&["history", "nope", "-n", ns]).await;
     assert_eq!(out.code, 2, "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn sync_dry_run_sends_the_secrets_token_to_a_lambda_that_demands_it() {
+    let env = Env::new("verbs-dry-token").await;
+    let ns = env.ns.as_str();
+    // `modelsync lambdas` answering only callers with its token; `retrain-if-stale` says a bare
+    // "yes" (no model yet), so no parameter is mapped.
+    let (_server, port) = secure_lambda::start_lambdas(env.logs.path()).await;
+    let url = format!("http://127.0.0.1:{port}/retrain");
+    token_secret(&env, "right", secure_lambda::TOKEN).await;
+    token_secret(&env, "wrong", "not-the-token").await;
+    for (name, secret) in [
+        ("right", "right"),
+        ("wrong", "wrong"),
+        ("missing", "missing"),
+    ] {
+        env.apply(modelsync(
+            name,
+            &url,
+            json!({"parameters": [], "lambdaSecretRef": {"name": secret}}),
+        ))
+        .await;
+    }
+
+    let out = verb(&["sync", "right", "-n", ns, "--dry-run"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("decision: sync needed"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(printed_run(&out.stdout)["kind"], "PipelineRun");
+
+    let out = verb(&["sync", "wrong", "-n", ns, "--dry-run"]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("LambdaError"), "{}", out.stderr);
+    assert!(out.stderr.contains("401"), "{}", out.stderr);
+    assert!(!out.stderr.contains("not-the-token"), "{}", out.stderr);
+
+    let out = verb(&["sync", "missing", "-n", ns, "--dry-run"]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "LambdaSecretError: Secret {ns}/missing (spec.lambdaSecretRef) does not exist"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(env.runs_of("right").await.is_empty());
 }
