@@ -253,6 +253,98 @@ fn text(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use modelsync_api::modelsync::RunResult;
+    use serde_json::json;
+
+    fn modelsync(policy: &str) -> ModelSync {
+        let spec = json!({
+            "needsSyncUrl": "http://lambda/retrain",
+            "concurrencyPolicy": policy,
+            "parameters": [{"needsSyncName": "model", "pipelineName": "model-id"}],
+            "pipelineRunTemplate": {"spec": {"pipelineRef": {"name": "train"}}},
+        });
+        let mut ms = ModelSync::new("m", serde_json::from_value(spec).unwrap());
+        ms.metadata.namespace = Some("ns".into());
+        ms.metadata.uid = Some("uid-1".into());
+        ms.annotations_mut()
+            .insert(ANNOTATION_REQUESTED_AT.into(), "dry-run".into());
+        ms
+    }
+
+    fn active_run(model: &str) -> Arc<RunRecord> {
+        Arc::new(RunRecord {
+            name: "m-active".into(),
+            uid: None,
+            created: Some(Utc::now()),
+            decided_at: Some(Utc::now()),
+            controller_uid: Some("uid-1".into()),
+            result: RunResult::Running,
+            cancel_requested: false,
+            start_time: None,
+            completion_time: None,
+            parameters: Some(format!(r#"{{"model-id":"{model}"}}"#)),
+        })
+    }
+
+    /// The two plans a dry run makes, for an answer asking for `model`.
+    fn dry_run(ms: &ModelSync, runs: Vec<Arc<RunRecord>>, model: &str) -> Report {
+        let mut facts = Facts {
+            modelsync: ms,
+            namespace: "ns",
+            name: "m",
+            uid: "uid-1",
+            runs,
+            schedule: Default::default(),
+            now: Now::read(),
+            jitter: 0.5,
+            answer: None,
+        };
+        let first = plan::plan(&facts);
+        let answer = serde_json::from_value(
+            json!({"needsSync": true, "parameters": {"model": model}, "reason": "newer"}),
+        )
+        .unwrap();
+        facts.answer = Some(Answer {
+            result: Ok(answer),
+            at: Now::read(),
+        });
+        let second = plan::plan(&facts);
+        report("ns", ms, &first, second, facts.answer.as_ref().unwrap())
+    }
+
+    #[test]
+    fn replace_with_other_parameters_would_cancel_and_create() {
+        let r = dry_run(&modelsync("Replace"), vec![active_run("m-1")], "m-2");
+        assert_eq!(r.would_cancel.as_deref(), Some("m-active"));
+        let run = r.would_create.expect("a run");
+        assert_eq!(
+            run["spec"]["params"][0],
+            json!({"name": "model-id", "value": "m-2"})
+        );
+        assert_eq!((r.held_back, r.problem), (None, None));
+    }
+
+    #[test]
+    fn an_active_run_holds_back_a_start_under_forbid_and_the_same_parameters_under_replace() {
+        let r = dry_run(&modelsync("Forbid"), vec![active_run("m-1")], "m-2");
+        assert!(r.would_create.is_none() && r.would_cancel.is_none());
+        assert!(r.held_back.unwrap().contains("concurrencyPolicy is Forbid"));
+        assert_eq!(r.decision.unwrap().reason.as_deref(), Some("newer"));
+
+        let r = dry_run(&modelsync("Replace"), vec![active_run("m-1")], "m-1");
+        assert!(r.would_create.is_none() && r.would_cancel.is_none());
+        assert!(r.held_back.unwrap().contains("same parameters"));
+    }
+
+    #[test]
+    fn a_yes_without_its_mapped_parameter_is_a_problem() {
+        let r = dry_run(&modelsync("Forbid"), vec![], "");
+        assert!(r.would_create.is_none());
+        assert!(
+            r.problem.unwrap().starts_with("InvalidLambdaResponse:"),
+            "empty mapped parameter"
+        );
+    }
 
     #[test]
     fn the_hint_keeps_the_lambdas_path() {
