@@ -46,7 +46,7 @@ impl Phase {
         }
     }
 
-    fn message(&self) -> String {
+    pub fn message(&self) -> String {
         match self {
             Phase::Idle => "no run needed; waiting for the next poll".into(),
             Phase::RunActive(run) => format!("PipelineRun {run} is running"),
