@@ -7,6 +7,7 @@ mod env;
 mod fleet;
 mod lambdas;
 mod mirror;
+mod push;
 mod report;
 
 use std::path::PathBuf;
@@ -37,6 +38,7 @@ enum Bench {
     Memory,
     Lambdas,
     Mirror,
+    Push,
 }
 
 /// What every benchmark gets.
@@ -54,6 +56,7 @@ fn main() -> anyhow::Result<()> {
             Bench::Memory,
             Bench::Lambdas,
             Bench::Mirror,
+            Bench::Push,
         ]
     } else {
         cli.names.clone()
@@ -80,6 +83,7 @@ fn main() -> anyhow::Result<()> {
                 Bench::Decision => decision::run(&opts).await,
                 Bench::Lambdas => lambdas::run(&opts).await,
                 Bench::Mirror => mirror::run(&opts).await,
+                Bench::Push => push::run(&opts).await,
                 Bench::Scale | Bench::Memory => fleet::run(&opts).await,
             }
         })?;

@@ -10,7 +10,7 @@ use crate::release;
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// Arguments for modelsync-bench: benchmark names (decision, scale, memory, lambdas,
-    /// mirror; default all) and options such as `--runs 3`.
+    /// mirror, push; default all) and options such as `--runs 3`.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
 }
