@@ -4,6 +4,7 @@
 
 pub mod connect;
 pub mod egress;
+pub mod hook;
 pub mod lambda;
 #[cfg(feature = "client")]
 pub mod lambda_client;

@@ -8,6 +8,7 @@ mod fleet;
 mod fleet_100k;
 mod lambdas;
 mod mirror;
+mod push;
 mod report;
 mod writes;
 
@@ -45,6 +46,7 @@ enum Bench {
     Mirror,
     /// Only the API writes per run life, which `decision` also counts.
     Writes,
+    Push,
 }
 
 /// What every benchmark gets.
@@ -62,6 +64,7 @@ fn main() -> anyhow::Result<()> {
             Bench::Memory,
             Bench::Lambdas,
             Bench::Mirror,
+            Bench::Push,
         ]
     } else {
         cli.names.clone()
@@ -90,6 +93,7 @@ fn main() -> anyhow::Result<()> {
                 Bench::Scale100k => fleet_100k::run(&opts).await,
                 Bench::Lambdas => lambdas::run(&opts).await,
                 Bench::Mirror => mirror::run(&opts).await,
+                Bench::Push => push::run(&opts).await,
                 Bench::Scale | Bench::Memory => fleet::run(&opts).await,
             }
         })?;

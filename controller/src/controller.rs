@@ -3,6 +3,7 @@
 //! shutdown.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -19,7 +20,7 @@ use tracing::{info, warn};
 use crate::metrics::Metrics;
 use crate::reconcile::{Context, error_policy, reconcile};
 use crate::run_index::RunIndex;
-use crate::{admin, lease, watches};
+use crate::{admin, lease, receiver, watches};
 
 /// Flags of `modelsync controller`.
 #[derive(clap::Args, Debug, Clone)]
@@ -50,6 +51,21 @@ pub struct ControllerArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "MODELSYNC_LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// Serve `POST /hook/lambda-changed` (see README, "Change to run without a poll"); the file
+    /// holds the token hooks must send as a bearer token or HMAC key. Off without it.
+    #[arg(long, env = "MODELSYNC_RECEIVER_TOKEN_FILE")]
+    pub receiver_token_file: Option<PathBuf>,
+    /// Address of the hook receiver (with --receiver-token-file).
+    #[arg(long, default_value = "0.0.0.0:8081", env = "MODELSYNC_RECEIVER_ADDR")]
+    pub receiver_addr: SocketAddr,
+    /// `requested-at` annotations the receiver writes per second at most, over all ModelSyncs
+    /// (one ModelSync is written at most once a second whatever this is).
+    #[arg(
+        long,
+        default_value_t = 20.0,
+        env = "MODELSYNC_RECEIVER_WRITES_PER_SECOND"
+    )]
+    pub receiver_writes_per_second: f64,
     #[command(flatten)]
     pub egress: EgressArgs,
 }
@@ -107,6 +123,17 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
     // Serve /healthz while waiting to lead; /readyz turns ready only once leading and synced.
     admin::serve(args.metrics_addr, metrics.clone(), ready.clone()).await?;
+    let receiver = match &args.receiver_token_file {
+        Some(token_file) => Some(
+            receiver::bind(receiver::ReceiverSettings {
+                addr: args.receiver_addr,
+                token_file: token_file.clone(),
+                writes_per_second: args.receiver_writes_per_second,
+            })
+            .await?,
+        ),
+        None => None,
+    };
     let elector = match args.leader_elect {
         true => {
             let ns = lease::namespace(args.leader_election_namespace.as_deref());
@@ -145,6 +172,14 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
         watches::runs(runs_api, index.clone()),
         ctx.clone(),
     );
+    if let Some(receiver) = receiver {
+        receiver.serve(
+            client.clone(),
+            controller.store(),
+            ready.clone(),
+            metrics.clone(),
+        )?;
+    }
     let readiness = tokio::spawn(async move {
         while !(listed.load(Ordering::Acquire) && index.ready()) {
             tokio::time::sleep(Duration::from_millis(50)).await;

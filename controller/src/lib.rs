@@ -16,6 +16,7 @@ pub mod lambda_clients;
 pub mod lease;
 pub mod metrics;
 pub mod plan;
+pub mod receiver;
 pub mod reconcile;
 pub mod run_index;
 pub mod runs;

@@ -35,6 +35,13 @@ pub struct Metrics {
     /// How late each scheduled poll ran compared with its planned time: the jittered interval
     /// after the last poll, or the end of a finished run's settle period if later.
     pub poll_lag: Histogram,
+    /// Hooks received by `--receiver-addr`, by outcome.
+    hooks: Family<OutcomeLabels, Counter>,
+    /// `requested-at` annotations written for hooks, and writes that failed.
+    pub hook_writes: Counter,
+    pub hook_write_errors: Counter,
+    /// Hook requests for a ModelSync already waiting for its write.
+    pub hook_coalesced: Counter,
 }
 
 impl Default for Metrics {
@@ -109,7 +116,35 @@ impl Default for Metrics {
              interval, or the end of a finished run's settle period)",
             poll_lag.clone(),
         );
+        let hooks = Family::<OutcomeLabels, Counter>::default();
+        let (hook_writes, hook_write_errors, hook_coalesced) =
+            (Counter::default(), Counter::default(), Counter::default());
+        registry.register(
+            "modelsync_receiver_hooks",
+            "Lambda-changed hooks received, by outcome (accepted, unauthorized, invalid, \
+             not_ready, queue_full, token_unreadable)",
+            hooks.clone(),
+        );
+        registry.register(
+            "modelsync_receiver_annotations_written",
+            "requested-at annotations written because a hook named the ModelSync's lambda",
+            hook_writes.clone(),
+        );
+        registry.register(
+            "modelsync_receiver_annotation_errors",
+            "requested-at annotation writes for hooks that the API server refused",
+            hook_write_errors.clone(),
+        );
+        registry.register(
+            "modelsync_receiver_coalesced",
+            "Hook requests for a ModelSync already waiting for its annotation write",
+            hook_coalesced.clone(),
+        );
         Metrics {
+            hooks,
+            hook_writes,
+            hook_write_errors,
+            hook_coalesced,
             poll_lag,
             registry,
             reconcile_total,
@@ -144,6 +179,10 @@ impl Metrics {
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
         self.lambda_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn hook(&self, outcome: &'static str) {
+        self.hooks.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
     /// The registry in Prometheus text format.
