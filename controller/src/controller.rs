@@ -19,7 +19,8 @@ use tracing::{info, warn};
 use crate::metrics::Metrics;
 use crate::reconcile::{Context, error_policy, reconcile};
 use crate::run_index::RunIndex;
-use crate::{admin, lease, watches};
+use crate::shard::{InvalidShard, Shard};
+use crate::{admin, lease, list_strategy, watches};
 
 /// Flags of `modelsync controller`.
 #[derive(clap::Args, Debug, Clone)]
@@ -40,7 +41,12 @@ pub struct ControllerArgs {
     /// Namespace of the leader-election Lease (default: the pod's namespace, else `default`).
     #[arg(long, env = "MODELSYNC_LEADER_ELECTION_NAMESPACE")]
     pub leader_election_namespace: Option<String>,
-    /// Name of the leader-election Lease.
+    /// Reconcile only ModelSyncs labelled `modelsync.dev/shard=NAME` (and their runs); without
+    /// it, only those without the label. Each shard elects its own leader, on the Lease
+    /// `<leader-election-id>-NAME`.
+    #[arg(long, env = "MODELSYNC_SHARD", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
+    /// Name of the leader-election Lease (a shard's is this, then `-NAME`).
     #[arg(
         long,
         default_value = "modelsync-controller",
@@ -62,6 +68,10 @@ pub struct ControllerArgs {
 }
 
 pub use modelsync_telemetry::LogFormat;
+
+fn parse_shard(name: &str) -> Result<Shard, InvalidShard> {
+    Shard::named(name)
+}
 
 /// Entry point of the subcommand; `target` is the cluster `--kubeconfig`/`--context` chose.
 pub fn main(args: ControllerArgs, target: KubeTarget) -> Result<()> {
@@ -90,27 +100,28 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
     // Serve /healthz while waiting to lead; /readyz turns ready only once leading and synced.
     admin::serve(args.metrics_addr, metrics.clone(), ready.clone()).await?;
+    let shard = args.shard.clone().unwrap_or_default();
     let elector = match args.leader_elect {
         true => {
             let ns = lease::namespace(args.leader_election_namespace.as_deref());
+            let lease_name = shard.lease_name(&args.leader_election_id);
             let elector = Arc::new(lease::Elector::new(
                 Api::namespaced(client.clone(), &ns),
-                args.leader_election_id.clone(),
+                lease_name.clone(),
                 lease::identity(),
                 Duration::from_secs(15),
             ));
-            elector.acquire().await.with_context(|| {
-                format!(
-                    "taking the leader-election Lease {ns}/{}",
-                    args.leader_election_id
-                )
-            })?;
+            elector
+                .acquire()
+                .await
+                .with_context(|| format!("taking the leader-election Lease {ns}/{lease_name}"))?;
             Some(elector)
         }
         false => None,
     };
 
     let (modelsyncs, runs_api) = watches::apis(&client, args.namespace.as_deref());
+    let strategy = list_strategy::probe(&modelsyncs).await;
     let index = RunIndex::default();
     let reporter = Reporter {
         controller: "modelsync-controller".into(),
@@ -125,11 +136,13 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
             allow: args.lambda_allow_cidrs.clone(),
             deny: args.lambda_deny_cidrs.clone(),
         },
+        shard.clone(),
     ));
     let (controller, listed) = watches::controller(
         modelsyncs,
-        watches::runs(runs_api, index.clone()),
+        watches::runs(runs_api, index.clone(), &shard, strategy),
         ctx.clone(),
+        strategy,
     );
     let readiness = tokio::spawn(async move {
         while !(listed.load(Ordering::Acquire) && index.ready()) {
@@ -141,6 +154,8 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
 
     info!(
         namespace = args.namespace.as_deref().unwrap_or("(all)"),
+        shard = %shard.describe(),
+        selector = %shard.modelsync_selector(),
         concurrency = args.concurrency,
         lambda_allow_cidrs = %args.lambda_allow_cidrs,
         lambda_deny_cidrs = %args.lambda_deny_cidrs,
