@@ -13,11 +13,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::{Env, modelsync};
 use futures::{StreamExt, stream};
 use k8s_openapi::api::coordination::v1::Lease;
+use kube::CustomResourceExt;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
+use modelsync_api::ModelSync;
 use modelsync_api::modelsync::{LABEL_SHARD, RunResult};
 use modelsync_testenv::process::Guarded;
 use modelsync_testenv::tekton::{self, RunEnd};
+use modelsync_testenv::{ControlPlane, ControllerCommand, crds, spawn_controller};
 use serde_json::{Value, json};
 
 const PER_SHARD: usize = 100;
@@ -381,10 +384,88 @@ async fn each_modelsync_is_polled_by_its_shard_only_and_moves_without_a_second_r
     let a_log = controllers[1].1.log();
     assert!(!a_log.contains("adopted runs"), "{a_log}");
     for (name, c) in &controllers {
+        let log = c.log();
+        for line in log
+            .lines()
+            .filter(|l| l.contains("initial lists") || l.contains("adopted runs"))
+        {
+            eprintln!("{name}: {line}");
+        }
         assert!(
             c.log().contains("initial lists: streaming"),
             "{name} did not use streaming lists on this recent API server:\n{}",
             c.log_tail()
         );
     }
+}
+
+/// On an API server with streaming lists switched off (its `WatchList` feature gate), the
+/// controller finds out, says so, and lists in pages, still selecting its shard on the server.
+#[tokio::test]
+async fn without_streaming_lists_the_controller_lists_in_pages() {
+    let cp = ControlPlane::start_with_apiserver_flags(&["--feature-gates=WatchList=false"])
+        .await
+        .unwrap();
+    let client = cp.client().await.unwrap();
+    let mut crds = tokio::task::spawn_blocking(crds::tekton_crds)
+        .await
+        .unwrap()
+        .unwrap();
+    crds.push(ModelSync::crd());
+    crds::install(&client, &crds).await.unwrap();
+    let ns = modelsync_testenv::namespace(&client, "paged")
+        .await
+        .unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let lambda = ShardLambda::start(logs.path()).await;
+    let url = format!("{}/needs-sync", lambda.base);
+    let mut controller = spawn_controller(
+        ControllerCommand::new(Path::new(env!("CARGO_BIN_EXE_modelsync")), cp.kubeconfig())
+            .namespace(&ns)
+            .arg("--shard=a")
+            .log_dir(logs.path()),
+    )
+    .unwrap();
+    controller.wait_healthy(WAIT).await.unwrap();
+    let pid = modelsync_testenv::wait::until(WAIT, Duration::from_millis(20), || async {
+        controller.pid()
+    })
+    .await
+    .expect("the controller's pid");
+    lambda.name_controllers(&[("shard-a", pid)]);
+
+    let modelsyncs: Api<ModelSync> = Api::namespaced(client.clone(), &ns);
+    for (name, shard) in [("in-a", Some("a")), ("unlabelled", None)] {
+        let body = labelled(modelsync(name, &url, json!({})), shard);
+        modelsyncs
+            .patch(name, &PatchParams::apply("e2e-test"), &Patch::Apply(body))
+            .await
+            .unwrap();
+    }
+    modelsync_testenv::wait::until(WAIT, Duration::from_millis(100), || async {
+        let calls = lambda.calls().await;
+        let n = calls.get(&format!("{ns}/in-a"))?.get("shard-a")?.count;
+        (n >= 3).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("shard a did not poll in-a:\n{}", controller.log_tail()));
+    let calls = lambda.calls().await;
+    assert_eq!(
+        calls.keys().collect::<Vec<_>>(),
+        [&format!("{ns}/in-a")],
+        "polled besides in-a: {calls:?}"
+    );
+    let log = controller.log();
+    for line in log.lines().filter(|l| l.contains("initial lists")) {
+        eprintln!("{line}");
+    }
+    assert!(
+        log.contains("initial lists: paged (the API server does not serve streaming lists"),
+        "{log}"
+    );
+    // Ready means the first full lists (in pages) came in.
+    let ready = reqwest::get(format!("{}/readyz", controller.admin_url()))
+        .await
+        .unwrap();
+    assert!(ready.status().is_success(), "{}", controller.log_tail());
 }

@@ -115,7 +115,13 @@ struct Ports {
 impl ControlPlane {
     /// Builds the binaries if needed, starts all three components and waits until they serve.
     pub async fn start() -> Result<Self> {
-        Self::start_mode(None).await
+        Self::start_mode(None, &[]).await
+    }
+
+    /// Like [`ControlPlane::start`], with extra kube-apiserver flags, e.g. a feature gate
+    /// switched off to test what the controller does on a server without the feature.
+    pub async fn start_with_apiserver_flags(flags: &[&str]) -> Result<Self> {
+        Self::start_mode(None, flags).await
     }
 
     /// A control plane ready for a real node named `node_name` beside it: the API server listens
@@ -123,16 +129,16 @@ impl ControlPlane {
     /// `kubernetes` Service's endpoint), service CIDR 10.96.0.0/24, certificates for talking to
     /// the kubelet, and every controller Deployments, Jobs and Tekton rely on.
     pub async fn start_for_node(node_name: &str) -> Result<Self> {
-        Self::start_mode(Some(node_name)).await
+        Self::start_mode(Some(node_name), &[]).await
     }
 
-    async fn start_mode(node: Option<&str>) -> Result<Self> {
+    async fn start_mode(node: Option<&str>, apiserver_flags: &[&str]) -> Result<Self> {
         let binaries = tokio::task::spawn_blocking(Binaries::ensure).await??;
         // A port found free can be taken by someone else before our process binds it; a fresh
         // set of ports on a second try is enough for that rare clash.
         let mut last_error = None;
         for _ in 0..3 {
-            match Self::start_with(&binaries, node).await {
+            match Self::start_with(&binaries, node, apiserver_flags).await {
                 Ok(cp) => return Ok(cp),
                 Err(e) => last_error = Some(e),
             }
@@ -140,7 +146,11 @@ impl ControlPlane {
         Err(last_error.expect("three attempts were made"))
     }
 
-    async fn start_with(binaries: &Binaries, node: Option<&str>) -> Result<Self> {
+    async fn start_with(
+        binaries: &Binaries,
+        node: Option<&str>,
+        apiserver_flags: &[&str],
+    ) -> Result<Self> {
         let started = Instant::now();
         let dir = tempfile::Builder::new()
             .prefix("modelsync-controlplane-")
@@ -261,6 +271,7 @@ impl ControlPlane {
                 "--kubelet-preferred-address-types=InternalIP".into(),
             ]),
         }
+        apiserver_args.extend(apiserver_flags.iter().map(|f| f.to_string()));
         cp.spawn(
             Component::ApiServer,
             &binaries.kube_apiserver,
