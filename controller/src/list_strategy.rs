@@ -71,10 +71,10 @@ async fn ends_initial_events(api: &Api<ModelSync>) -> Result<(), String> {
     let wp = WatchParams::streaming_lists()
         .fields(&format!("metadata.name={PROBE_NAME}"))
         .timeout(PROBE_TIMEOUT.as_secs() as u32);
-    let stream = api
-        .watch(&wp, "0")
-        .await
-        .map_err(|e| format!("the watch was refused: {e}"))?;
+    let stream = api.watch(&wp, "0").await.map_err(|e| match e {
+        kube::Error::Api(s) => format!("a streaming watch was refused ({}): {}", s.code, s.message),
+        e => format!("a streaming watch failed: {e}"),
+    })?;
     let mut stream = std::pin::pin!(stream.into_stream());
     while let Some(event) = stream.next().await {
         match event {
