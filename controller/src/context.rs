@@ -1,7 +1,7 @@
 //! What every pass shares: the API client, the run index, the lambda clients, the event
 //! recorder, the metrics and the schedule.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use kube::runtime::events::Recorder;
@@ -22,9 +22,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub schedule: Schedule,
     pub shard: Shard,
-    /// ModelSyncs (by uid) whose runs were looked for outside the index and all found in it
-    /// (see [`crate::shard`]): not looked for again by this process.
-    runs_complete: Mutex<HashSet<String>>,
+    /// Per ModelSync (by uid), runs its status names that a look outside the index found
+    /// nowhere (deleted by hand; see [`crate::shard`]): not looked for again by this process.
+    missing_runs: Mutex<HashMap<String, BTreeSet<String>>>,
 }
 
 impl Context {
@@ -44,7 +44,7 @@ impl Context {
             metrics,
             schedule: Schedule::default(),
             shard,
-            runs_complete: Mutex::default(),
+            missing_runs: Mutex::default(),
         }
     }
 
@@ -52,24 +52,22 @@ impl Context {
     /// its runs are looked for again.
     pub fn forget(&self, uid: &str) {
         self.schedule.forget(uid);
-        self.runs_complete
-            .lock()
-            .expect("runs_complete lock")
-            .remove(uid);
+        self.missing().remove(uid);
     }
 
-    /// Whether the runs of ModelSync `uid` were already found complete in the index.
-    pub fn runs_known_complete(&self, uid: &str) -> bool {
-        self.runs_complete
-            .lock()
-            .expect("runs_complete lock")
-            .contains(uid)
+    /// Whether a look already found run `name` of ModelSync `uid` nowhere.
+    pub fn run_known_missing(&self, uid: &str, name: &str) -> bool {
+        self.missing().get(uid).is_some_and(|m| m.contains(name))
     }
 
-    pub fn mark_runs_complete(&self, uid: &str) {
-        self.runs_complete
-            .lock()
-            .expect("runs_complete lock")
-            .insert(uid.to_owned());
+    pub fn mark_runs_missing(&self, uid: &str, names: BTreeSet<String>) {
+        self.missing()
+            .entry(uid.to_owned())
+            .or_default()
+            .extend(names);
+    }
+
+    fn missing(&self) -> std::sync::MutexGuard<'_, HashMap<String, BTreeSet<String>>> {
+        self.missing_runs.lock().expect("missing_runs lock")
     }
 }

@@ -136,9 +136,6 @@ async fn adopt_runs(
     name: &str,
     uid: &str,
 ) -> Result<bool, Error> {
-    if ctx.runs_known_complete(uid) {
-        return Ok(true);
-    }
     let indexed: HashSet<String> = ctx
         .runs
         .runs_of(ns, name)
@@ -148,13 +145,16 @@ async fn adopt_runs(
     // A run this process just created is named in status before the watch shows it.
     let pending = ctx.schedule.entry(uid).pending.map(|p| p.name);
     let known = |run: &str| indexed.contains(run) || pending.as_deref() == Some(run);
-    if !shard::status_names_unknown_runs(ms.status.as_ref(), known) {
+    let mut unknown = shard::unknown_runs(ms.status.as_ref(), known);
+    unknown.retain(|run| !ctx.run_known_missing(uid, run));
+    if unknown.is_empty() {
         return Ok(true);
     }
     let listed = actions::list_runs_of(ctx, ns, name).await?;
     match shard::adoption(&ctx.shard, uid, &listed, known) {
         Adoption::Complete => {
-            ctx.mark_runs_complete(uid);
+            // Every run it owns is indexed, so the ones status names are gone.
+            ctx.mark_runs_missing(uid, unknown);
             Ok(true)
         }
         Adoption::WaitForWatch => Ok(false),

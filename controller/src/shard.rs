@@ -18,10 +18,12 @@
 //!
 //! It looks only when the ModelSync's status names a run (active, last, last successful) that
 //! its run index lacks, which after a move is always the case for a ModelSync that ever ran,
-//! and otherwise happens only when runs were deleted by hand; and once per ModelSync per
-//! process, unless relabelling was needed.
+//! and otherwise happens only when runs were deleted by hand. A name a look found missing
+//! everywhere is not looked for again, but a new unknown name is: a pass of the old shard
+//! that was under way during the move may still create a run (under the old label) and name
+//! it in status.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use modelsync_api::ModelSyncStatus;
 use modelsync_api::modelsync::{LABEL_NAME, LABEL_SHARD};
@@ -123,21 +125,25 @@ pub enum Adoption {
     WaitForWatch,
 }
 
-/// Whether `status` names a run `indexed` does not hold: the sign that the ModelSync's runs
-/// may be labelled for another shard.
-pub fn status_names_unknown_runs(
+/// The runs `status` names (active, last, last successful) that `indexed` does not hold: the
+/// sign that the ModelSync's runs may be labelled for another shard.
+pub fn unknown_runs(
     status: Option<&ModelSyncStatus>,
     indexed: impl Fn(&str) -> bool,
-) -> bool {
+) -> BTreeSet<String> {
     let Some(status) = status else {
-        return false;
+        return BTreeSet::new();
     };
     let active = status.active.iter().filter_map(|r| r.name.as_deref());
     let summaries = [&status.last_run, &status.last_successful_run]
         .into_iter()
         .flatten()
         .map(|s| s.name.as_str());
-    active.chain(summaries).any(|name| !indexed(name))
+    active
+        .chain(summaries)
+        .filter(|name| !indexed(name))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Decides from a direct list of the runs labelled for the ModelSync (any shard) what stands

@@ -118,18 +118,24 @@ fn moving_to_the_unlabelled_shard_removes_the_label() {
 #[test]
 fn only_runs_named_in_status_and_missing_from_the_index_call_for_a_look() {
     let indexed = |n: &str| n == "m-1";
-    assert!(!status_names_unknown_runs(None, indexed));
+    assert!(unknown_runs(None, indexed).is_empty());
     let mut status = ModelSyncStatus {
         last_run: summary("m-1"),
         ..Default::default()
     };
-    assert!(!status_names_unknown_runs(Some(&status), indexed));
+    assert!(unknown_runs(Some(&status), indexed).is_empty());
     status.active = vec![ObjectReference {
         name: Some("m-2".into()),
         ..Default::default()
     }];
-    assert!(status_names_unknown_runs(Some(&status), indexed));
+    assert_eq!(
+        unknown_runs(Some(&status), indexed),
+        BTreeSet::from(["m-2".to_owned()])
+    );
     status.active.clear();
     status.last_successful_run = summary("m-0");
-    assert!(status_names_unknown_runs(Some(&status), indexed));
+    assert_eq!(
+        unknown_runs(Some(&status), indexed),
+        BTreeSet::from(["m-0".to_owned()])
+    );
 }
