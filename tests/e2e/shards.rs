@@ -339,8 +339,10 @@ async fn each_modelsync_is_polled_by_its_shard_only_and_moves_without_a_second_r
         a.count, a_count_after_move,
         "shard a still polls the moved ModelSync"
     );
+    // Its watch shows the change within milliseconds on an idle machine; the margin is for a
+    // busy one (2 cores shared by the control plane, three controllers and the lambda).
     assert!(
-        a.last < moved_at + 1.0,
+        a.last < moved_at + 3.0,
         "shard a polled {:.2}s after the move",
         a.last - moved_at
     );
