@@ -44,7 +44,7 @@ pub struct ControllerArgs {
     /// Reconcile only ModelSyncs labelled `modelsync.dev/shard=NAME` (and their runs); without
     /// it, only those without the label. Each shard elects its own leader, on the Lease
     /// `<leader-election-id>-NAME`.
-    #[arg(long, env = "MODELSYNC_SHARD", value_parser = parse_shard)]
+    #[arg(long, env = "MODELSYNC_SHARD", value_name = "NAME", value_parser = parse_shard)]
     pub shard: Option<Shard>,
     /// Name of the leader-election Lease (a shard's is this, then `-NAME`).
     #[arg(
