@@ -56,6 +56,14 @@ pub struct ControllerArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "MODELSYNC_LOG_FORMAT")]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub egress: EgressArgs,
+}
+
+/// Where lambda calls may connect. A flag group of its own so `modelsync sync --dry-run` asks
+/// a lambda under the same flags and defaults as the controller.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EgressArgs {
     /// CIDRs a lambda's address must be in, comma-separated; empty allows any address the
     /// deny list does not refuse.
     #[arg(long, default_value = "", env = "MODELSYNC_LAMBDA_ALLOW_CIDRS")]
@@ -65,6 +73,15 @@ pub struct ControllerArgs {
     /// services (link-local addresses) out of reach.
     #[arg(long, default_value = DEFAULT_DENY, env = "MODELSYNC_LAMBDA_DENY_CIDRS")]
     pub lambda_deny_cidrs: CidrList,
+}
+
+impl EgressArgs {
+    pub fn rules(&self) -> EgressRules {
+        EgressRules {
+            allow: self.lambda_allow_cidrs.clone(),
+            deny: self.lambda_deny_cidrs.clone(),
+        }
+    }
 }
 
 pub use modelsync_telemetry::LogFormat;
@@ -132,10 +149,7 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
         index.clone(),
         Recorder::new(client.clone(), reporter),
         metrics.clone(),
-        EgressRules {
-            allow: args.lambda_allow_cidrs.clone(),
-            deny: args.lambda_deny_cidrs.clone(),
-        },
+        args.egress.rules(),
         shard.clone(),
     ));
     let (controller, listed) = watches::controller(
@@ -157,8 +171,8 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
         shard = %shard.describe(),
         selector = %shard.modelsync_selector(),
         concurrency = args.concurrency,
-        lambda_allow_cidrs = %args.lambda_allow_cidrs,
-        lambda_deny_cidrs = %args.lambda_deny_cidrs,
+        lambda_allow_cidrs = %args.egress.lambda_allow_cidrs,
+        lambda_deny_cidrs = %args.egress.lambda_deny_cidrs,
         "modelsync controller starting"
     );
     // The Lease is renewed in its own task, beside the passes; losing it ends the controller.
