@@ -18,6 +18,10 @@ use crate::lambda::ParamValue;
 pub const GROUP: &str = "modelsync.dev";
 /// Label on every run: the name of the ModelSync that started it.
 pub const LABEL_NAME: &str = "modelsync.dev/name";
+/// Label on a ModelSync choosing the controller shard that reconciles it (`modelsync
+/// controller --shard NAME`); without it, the controller started without `--shard` does. Its
+/// runs carry the same label, so each shard's run watch selects only its own runs.
+pub const LABEL_SHARD: &str = "modelsync.dev/shard";
 /// Annotation asking for a check now; any new value counts (like Flux's `requestedAt`).
 pub const ANNOTATION_REQUESTED_AT: &str = "modelsync.dev/requested-at";
 /// Annotation holding the mapped parameters of the decision that started a run (JSON).

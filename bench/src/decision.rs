@@ -151,6 +151,7 @@ fn floor_body(owner: &ModelSync, model: &str) -> Result<DynamicObject> {
         params: &params,
         answer: &answer,
         decided_at: &Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+        shard: None,
     })
     .map_err(|e| anyhow::anyhow!("floor run: {}", e.0))?;
     Ok(serde_json::from_value(body)?)

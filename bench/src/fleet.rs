@@ -14,10 +14,7 @@ use kube::Resource;
 use kube::ResourceExt;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use modelsync_api::ModelSync;
-use modelsync_api::modelsync::{ANNOTATION_PARAMETERS, ANNOTATION_REASON, LABEL_NAME};
-
-/// The shard label (design.md, "Shards").
-const LABEL_SHARD: &str = "modelsync.dev/shard";
+use modelsync_api::modelsync::{ANNOTATION_PARAMETERS, ANNOTATION_REASON, LABEL_NAME, LABEL_SHARD};
 use modelsync_testenv::tekton::{self, RunEnd};
 use serde_json::json;
 

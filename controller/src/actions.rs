@@ -2,9 +2,12 @@
 //! run, write status and its events. Each takes what the plan decided and reports what the
 //! API server made of it; none decides anything.
 
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
+use modelsync_api::modelsync::{LABEL_NAME, LABEL_SHARD};
 use modelsync_api::pipelinerun::SPEC_STATUS_CANCELLED;
 use modelsync_api::run_history::{Collected, REASON_RUN_COLLECTED};
 use modelsync_api::{ModelSync, ModelSyncStatus, PipelineRun};
@@ -14,6 +17,7 @@ use tracing::warn;
 use crate::context::Context;
 use crate::plan::{Created, run_ref};
 use crate::runs::RunRecord;
+use crate::shard::{ListedRun, Shard};
 use crate::status::{self, Observation};
 
 /// The controller's field manager on the API server.
@@ -76,6 +80,48 @@ pub async fn cancel_run(ctx: &Context, ns: &str, run: &str) -> Result<(), Error>
         }
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(kube_err(format!("cancelling run {ns}/{run}"))(e)),
+    }
+}
+
+/// Every run labelled for ModelSync `ns/name`, whatever its shard label: asked of the API
+/// server, not the index, which holds only this shard's runs. Metadata only.
+pub async fn list_runs_of(ctx: &Context, ns: &str, name: &str) -> Result<Vec<ListedRun>, Error> {
+    let api = Api::<PipelineRun>::namespaced(ctx.client.clone(), ns);
+    let lp = ListParams::default().labels(&format!("{LABEL_NAME}={name}"));
+    let list = api
+        .list_metadata(&lp)
+        .await
+        .map_err(kube_err(format!("listing the runs of {ns}/{name}")))?;
+    Ok(list
+        .items
+        .into_iter()
+        .map(|run| ListedRun {
+            controller_uid: run
+                .owner_references()
+                .iter()
+                .find(|o| o.controller == Some(true))
+                .map(|o| o.uid.clone()),
+            name: run.name_any(),
+            labels: run.metadata.labels.unwrap_or_default(),
+        })
+        .collect())
+}
+
+/// Gives a run `shard`'s label (removes it for the unlabelled shard); one already gone is fine.
+pub async fn relabel_run(ctx: &Context, ns: &str, run: &str, shard: &Shard) -> Result<(), Error> {
+    let api = Api::<PipelineRun>::namespaced(ctx.client.clone(), ns);
+    // A merge patch: `null` deletes the label, and no other label is touched.
+    let patch = json!({"metadata": {"labels": {LABEL_SHARD: shard.name()}}});
+    match api
+        .patch(run, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(kube_err(format!(
+            "moving run {ns}/{run} to {}",
+            shard.describe()
+        ))(e)),
     }
 }
 

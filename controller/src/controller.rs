@@ -20,7 +20,8 @@ use tracing::{info, warn};
 use crate::metrics::Metrics;
 use crate::reconcile::{Context, error_policy, reconcile};
 use crate::run_index::RunIndex;
-use crate::{admin, lease, receiver, watches};
+use crate::shard::{InvalidShard, Shard};
+use crate::{admin, lease, list_strategy, receiver, watches};
 
 /// Flags of `modelsync controller`.
 #[derive(clap::Args, Debug, Clone)]
@@ -41,7 +42,12 @@ pub struct ControllerArgs {
     /// Namespace of the leader-election Lease (default: the pod's namespace, else `default`).
     #[arg(long, env = "MODELSYNC_LEADER_ELECTION_NAMESPACE")]
     pub leader_election_namespace: Option<String>,
-    /// Name of the leader-election Lease.
+    /// Reconcile only ModelSyncs labelled `modelsync.dev/shard=NAME` (and their runs); without
+    /// it, only those without the label. Each shard elects its own leader, on the Lease
+    /// `<leader-election-id>-NAME`.
+    #[arg(long, env = "MODELSYNC_SHARD", value_name = "NAME", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
+    /// Name of the leader-election Lease (a shard's is this, then `-NAME`).
     #[arg(
         long,
         default_value = "modelsync-controller",
@@ -96,6 +102,10 @@ impl EgressArgs {
 
 pub use modelsync_telemetry::LogFormat;
 
+fn parse_shard(name: &str) -> Result<Shard, InvalidShard> {
+    Shard::named(name)
+}
+
 /// Entry point of the subcommand; `target` is the cluster `--kubeconfig`/`--context` chose.
 pub fn main(args: ControllerArgs, target: KubeTarget) -> Result<()> {
     init_logging(args.log_format);
@@ -134,27 +144,28 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
         ),
         None => None,
     };
+    let shard = args.shard.clone().unwrap_or_default();
     let elector = match args.leader_elect {
         true => {
             let ns = lease::namespace(args.leader_election_namespace.as_deref());
+            let lease_name = shard.lease_name(&args.leader_election_id);
             let elector = Arc::new(lease::Elector::new(
                 Api::namespaced(client.clone(), &ns),
-                args.leader_election_id.clone(),
+                lease_name.clone(),
                 lease::identity(),
                 Duration::from_secs(15),
             ));
-            elector.acquire().await.with_context(|| {
-                format!(
-                    "taking the leader-election Lease {ns}/{}",
-                    args.leader_election_id
-                )
-            })?;
+            elector
+                .acquire()
+                .await
+                .with_context(|| format!("taking the leader-election Lease {ns}/{lease_name}"))?;
             Some(elector)
         }
         false => None,
     };
 
     let (modelsyncs, runs_api) = watches::apis(&client, args.namespace.as_deref());
+    let strategy = list_strategy::probe(&modelsyncs).await;
     let index = RunIndex::default();
     let reporter = Reporter {
         controller: "modelsync-controller".into(),
@@ -166,11 +177,13 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
         Recorder::new(client.clone(), reporter),
         metrics.clone(),
         args.egress.rules(),
+        shard.clone(),
     ));
     let (controller, listed) = watches::controller(
         modelsyncs,
-        watches::runs(runs_api, index.clone()),
+        watches::runs(runs_api, index.clone(), &shard, strategy),
         ctx.clone(),
+        strategy,
     );
     if let Some(receiver) = receiver {
         receiver.serve(
@@ -190,6 +203,8 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
 
     info!(
         namespace = args.namespace.as_deref().unwrap_or("(all)"),
+        shard = %shard.describe(),
+        selector = %shard.modelsync_selector(),
         concurrency = args.concurrency,
         lambda_allow_cidrs = %args.egress.lambda_allow_cidrs,
         lambda_deny_cidrs = %args.egress.lambda_deny_cidrs,

@@ -5,7 +5,8 @@
 //! its runs from [`run_index`], its [`schedule`] entry, the clocks, the lambda's answer),
 //! [`plan`] decides with the pure helpers [`template`], [`runs`] and [`status`], and
 //! [`actions`] carries the plan out. The wiring around it is [`admin`], [`lease`] and
-//! [`watches`] (with [`watch_backoff`]); the lambda client is `modelsync_api::lambda_client`,
+//! [`watches`] (with [`watch_backoff`] and [`list_strategy`]), each selecting this controller's
+//! [`shard`]; the lambda client is `modelsync_api::lambda_client`,
 //! one per credentials Secret ([`lambda_clients`], [`credentials`]).
 
 pub mod actions;
@@ -14,6 +15,7 @@ pub mod context;
 pub mod credentials;
 pub mod lambda_clients;
 pub mod lease;
+pub mod list_strategy;
 pub mod metrics;
 pub mod plan;
 pub mod receiver;
@@ -21,6 +23,7 @@ pub mod reconcile;
 pub mod run_index;
 pub mod runs;
 pub mod schedule;
+pub mod shard;
 pub mod status;
 pub mod template;
 pub mod watch_backoff;

@@ -2,6 +2,7 @@
 //! out with [`actions`] (delete old runs, ask the lambda and plan again with its answer, cancel,
 //! create, write status), requeue when the plan says the next pass is due.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use tracing::{info, warn};
 
 use crate::actions;
 use crate::plan::{self, Answer, Facts, Now};
+use crate::shard::{self, Adoption};
 
 pub use crate::actions::{Error, FIELD_MANAGER};
 pub use crate::context::Context;
@@ -51,6 +53,9 @@ async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> 
     let name = ms.name_any();
     let uid = ms.uid().ok_or(Error::Incomplete("uid"))?;
     let who = format!("{ns}/{name}");
+    if !adopt_runs(ms, ctx, &ns, &name, &uid).await? {
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
     let mut facts = Facts {
         modelsync: ms,
         namespace: &ns,
@@ -118,4 +123,47 @@ async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> 
             Action::requeue(wait.max(Duration::from_millis(10)))
         }
     })
+}
+
+/// Whether this shard's index holds every run of the ModelSync, so a pass may act on it. A
+/// ModelSync moved in from another shard brings runs labelled for that shard: they are
+/// relabelled here and the pass waits (false) until the run watch shows them; see
+/// [`crate::shard`] for why relabelling.
+async fn adopt_runs(
+    ms: &ModelSync,
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    uid: &str,
+) -> Result<bool, Error> {
+    let indexed: HashSet<String> = ctx
+        .runs
+        .runs_of(ns, name)
+        .iter()
+        .map(|r| r.name.clone())
+        .collect();
+    // A run this process just created is named in status before the watch shows it.
+    let pending = ctx.schedule.entry(uid).pending.map(|p| p.name);
+    let known = |run: &str| indexed.contains(run) || pending.as_deref() == Some(run);
+    let mut unknown = shard::unknown_runs(ms.status.as_ref(), known);
+    unknown.retain(|run| !ctx.run_known_missing(uid, run));
+    if unknown.is_empty() {
+        return Ok(true);
+    }
+    let listed = actions::list_runs_of(ctx, ns, name).await?;
+    match shard::adoption(&ctx.shard, uid, &listed, known) {
+        Adoption::Complete => {
+            // Every run it owns is indexed, so the ones status names are gone.
+            ctx.mark_runs_missing(uid, unknown);
+            Ok(true)
+        }
+        Adoption::WaitForWatch => Ok(false),
+        Adoption::Relabel(runs) => {
+            for run in &runs {
+                actions::relabel_run(ctx, ns, run, &ctx.shard).await?;
+            }
+            info!(modelsync = %format!("{ns}/{name}"), runs = ?runs, "adopted runs from another shard: relabelled for {}", ctx.shard.describe());
+            Ok(false)
+        }
+    }
 }
