@@ -1,5 +1,5 @@
 //! What every pass shares: the API client, the run index, the lambda clients, the event
-//! recorder, the metrics and the schedule.
+//! recorder, the metrics, the schedule and the notification queue.
 
 use std::sync::Arc;
 
@@ -8,6 +8,7 @@ use modelsync_api::egress::EgressRules;
 
 use crate::lambda_clients::LambdaClients;
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::run_index::RunIndex;
 use crate::schedule::Schedule;
 
@@ -19,6 +20,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub schedule: Schedule,
+    pub notifier: Notifier,
 }
 
 impl Context {
@@ -28,6 +30,7 @@ impl Context {
         recorder: Recorder,
         metrics: Arc<Metrics>,
         egress: EgressRules,
+        notifier: Notifier,
     ) -> Self {
         Context {
             lambdas: LambdaClients::new(client.clone(), egress),
@@ -36,11 +39,13 @@ impl Context {
             recorder,
             metrics,
             schedule: Schedule::default(),
+            notifier,
         }
     }
 
     /// Forgets a deleted ModelSync.
     pub fn forget(&self, uid: &str) {
         self.schedule.forget(uid);
+        self.notifier.forget(uid);
     }
 }

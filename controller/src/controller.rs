@@ -17,6 +17,7 @@ use modelsync_api::egress::{CidrList, DEFAULT_DENY, EgressRules};
 use tracing::{info, warn};
 
 use crate::metrics::Metrics;
+use crate::notify::{self, Notifier};
 use crate::reconcile::{Context, error_policy, reconcile};
 use crate::run_index::RunIndex;
 use crate::{admin, lease, watches};
@@ -59,6 +60,24 @@ pub struct ControllerArgs {
     /// services (link-local addresses) out of reach.
     #[arg(long, default_value = DEFAULT_DENY, env = "MODELSYNC_LAMBDA_DENY_CIDRS")]
     pub lambda_deny_cidrs: CidrList,
+    /// Notifications (spec.notify) waiting to be sent, at most; more are dropped and counted
+    /// in modelsync_notifications_dropped.
+    #[arg(long, default_value_t = 1000, env = "MODELSYNC_NOTIFY_QUEUE_SIZE")]
+    pub notify_queue_size: usize,
+    /// How long a notification receiver may take to answer one attempt.
+    #[arg(long, default_value = "10s", value_parser = duration_arg, env = "MODELSYNC_NOTIFY_TIMEOUT")]
+    pub notify_timeout: Duration,
+    /// Attempts per notification (waits of 1s, 2s, 4s... up to 5m between them).
+    #[arg(long, default_value_t = 10, env = "MODELSYNC_NOTIFY_ATTEMPTS")]
+    pub notify_attempts: u32,
+    /// After a start, each ModelSync's runs that started or ended this recently are notified
+    /// again (receivers drop repeats by id): what the last process queued and did not deliver.
+    #[arg(long, default_value = "1h", value_parser = duration_arg, env = "MODELSYNC_NOTIFY_REPLAY_WINDOW")]
+    pub notify_replay_window: Duration,
+}
+
+fn duration_arg(text: &str) -> Result<Duration, String> {
+    modelsync_api::modelsync::parse_duration(text)
 }
 
 pub use modelsync_telemetry::LogFormat;
@@ -119,12 +138,24 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
     let ctx = Arc::new(Context::new(
         client.clone(),
         index.clone(),
-        Recorder::new(client.clone(), reporter),
+        Recorder::new(client.clone(), reporter.clone()),
         metrics.clone(),
         EgressRules {
             allow: args.lambda_allow_cidrs.clone(),
             deny: args.lambda_deny_cidrs.clone(),
         },
+        Notifier::start(
+            client.clone(),
+            Recorder::new(client.clone(), reporter.clone()),
+            metrics.clone(),
+            notify::Settings {
+                queue: args.notify_queue_size,
+                timeout: args.notify_timeout,
+                attempts: args.notify_attempts.max(1),
+                replay_window: args.notify_replay_window,
+                ..notify::Settings::default()
+            },
+        ),
     ));
     let (controller, listed) = watches::controller(
         modelsyncs,

@@ -6,7 +6,8 @@
 //! [`plan`] decides with the pure helpers [`template`], [`runs`] and [`status`], and
 //! [`actions`] carries the plan out. The wiring around it is [`admin`], [`lease`] and
 //! [`watches`] (with [`watch_backoff`]); the lambda client is `modelsync_api::lambda_client`,
-//! one per credentials Secret ([`lambda_clients`], [`credentials`]).
+//! one per credentials Secret ([`lambda_clients`], [`credentials`]). [`notify`] tells
+//! `spec.notify` receivers about runs and lambda trouble, off the pass.
 
 pub mod actions;
 pub mod admin;
@@ -15,6 +16,7 @@ pub mod credentials;
 pub mod lambda_clients;
 pub mod lease;
 pub mod metrics;
+pub mod notify;
 pub mod plan;
 pub mod reconcile;
 pub mod run_index;

@@ -9,6 +9,14 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use modelsync_api::modelsync::NotifyFormat;
+
+fn fmt(format: NotifyFormat) -> FormatLabels {
+    FormatLabels {
+        format: format.as_str(),
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub controller: &'static str,
@@ -18,6 +26,11 @@ pub struct ResultLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FormatLabels {
+    pub format: &'static str,
 }
 
 pub struct Metrics {
@@ -35,6 +48,48 @@ pub struct Metrics {
     /// How late each scheduled poll ran compared with its planned time: the jittered interval
     /// after the last poll, or the end of a finished run's settle period if later.
     pub poll_lag: Histogram,
+    notifications: Notifications,
+}
+
+/// Delivery of `spec.notify` notifications.
+#[derive(Default)]
+struct Notifications {
+    sent: Family<FormatLabels, Counter>,
+    failed: Family<FormatLabels, Counter>,
+    retries: Family<FormatLabels, Counter>,
+    dropped: Family<FormatLabels, Counter>,
+    /// Queued or waiting for a retry.
+    pending: Gauge,
+}
+
+impl Notifications {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "modelsync_notifications_sent",
+            "Notifications a receiver accepted (2xx), by format",
+            self.sent.clone(),
+        );
+        registry.register(
+            "modelsync_notifications_failed",
+            "Notifications given up on after their last attempt or a permanent refusal, by format",
+            self.failed.clone(),
+        );
+        registry.register(
+            "modelsync_notification_retries",
+            "Failed notification attempts that will be retried, by format",
+            self.retries.clone(),
+        );
+        registry.register(
+            "modelsync_notifications_dropped",
+            "Notifications dropped because the queue was full, by format",
+            self.dropped.clone(),
+        );
+        registry.register(
+            "modelsync_notification_queue_depth",
+            "Notifications queued or waiting for a retry",
+            self.pending.clone(),
+        );
+    }
 }
 
 impl Default for Metrics {
@@ -109,7 +164,10 @@ impl Default for Metrics {
              interval, or the end of a finished run's settle period)",
             poll_lag.clone(),
         );
+        let notifications = Notifications::default();
+        notifications.register(&mut registry);
         Metrics {
+            notifications,
             poll_lag,
             registry,
             reconcile_total,
@@ -144,6 +202,32 @@ impl Metrics {
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
         self.lambda_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn notification_queued(&self) {
+        self.notifications.pending.inc();
+    }
+
+    pub fn notification_done(&self) {
+        self.notifications.pending.dec();
+    }
+
+    pub fn notification_sent(&self, format: NotifyFormat) {
+        self.notifications.sent.get_or_create(&fmt(format)).inc();
+        self.notification_done();
+    }
+
+    pub fn notification_failed(&self, format: NotifyFormat) {
+        self.notifications.failed.get_or_create(&fmt(format)).inc();
+        self.notification_done();
+    }
+
+    pub fn notification_retried(&self, format: NotifyFormat) {
+        self.notifications.retries.get_or_create(&fmt(format)).inc();
+    }
+
+    pub fn notification_dropped(&self, format: NotifyFormat) {
+        self.notifications.dropped.get_or_create(&fmt(format)).inc();
     }
 
     /// The registry in Prometheus text format.
