@@ -376,7 +376,16 @@ async fn warn_event(shared: &Shared, job: &Job, note: String) {
         reason: "NotificationFailed".into(),
         note: Some(note.chars().take(1000).collect()),
         action: "Notify".into(),
-        secondary: None,
+        // The receiver's Secret as related object: the recorder folds events that share
+        // reason and objects into one series keeping the first note, so without it a second
+        // failing receiver's warning would show the first one's text.
+        secondary: Some(ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Secret".into()),
+            namespace: Some(n.namespace.clone()),
+            name: Some(job.secret.clone()),
+            ..Default::default()
+        }),
     };
     if let Err(e) = shared.recorder.publish(&event, &me).await {
         warn!(modelsync = %format!("{}/{}", n.namespace, n.name), "could not publish event NotificationFailed: {e}");
