@@ -18,7 +18,7 @@
 //!
 //! So a receiver may get duplicates after a restart, never less than once for a change that
 //! status recorded, as long as the controller is back within the replay window and the
-//! receiver answers within the retries (10 attempts over about 15 minutes by default).
+//! receiver answers within the retries (10 attempts over about 9 minutes by default).
 
 pub mod decide;
 pub mod deliver;

@@ -81,6 +81,11 @@ async fn metric(controller: &modelsync_testenv::Controller, line_start: &str) ->
         .unwrap_or(0.0)
 }
 
+/// For `--nocapture`: what a receiver got, as the README shows it.
+fn show(what: &str, value: &Value) {
+    println!("{what}:\n{}", serde_json::to_string_pretty(value).unwrap());
+}
+
 #[tokio::test]
 async fn each_format_is_delivered_and_a_receiver_down_at_first_gets_it_on_a_retry() {
     let env = Env::new("notify").await;
@@ -183,6 +188,7 @@ async fn each_format_is_delivered_and_a_receiver_down_at_first_gets_it_on_a_retr
         assert!(event["time"].as_str().is_some_and(|t| t.starts_with("20")));
     }
     let ended = with_field(&got, "/type", "dev.modelsync.runsucceeded.v1")[0];
+    show("the CloudEvents receiver (Python SDK) parsed", ended);
     assert_eq!(ended["data"]["result"], "Succeeded");
     let started = with_field(&got, "/type", "dev.modelsync.runstarted.v1")[0];
     assert_ne!(started["id"], ended["id"], "one id per event of a run");
@@ -205,7 +211,13 @@ async fn each_format_is_delivered_and_a_receiver_down_at_first_gets_it_on_a_retr
             env.ns
         )
     );
-    assert!(got[0]["blocks"].as_u64() >= Some(1));
+    let fields = got[0]["blocks"][1]["fields"].to_string();
+    assert!(
+        fields.contains(&format!("*PipelineRun*\\n{run}")),
+        "{fields}"
+    );
+    assert!(fields.contains("*Result*\\nSucceeded"), "{fields}");
+    show("the Slack receiver accepted", &got[0]);
 
     // Generic: the Go receiver verified each signature before accepting.
     let got = received_until(&env, &generic, "both generic documents", |got| {
@@ -220,6 +232,10 @@ async fn each_format_is_delivered_and_a_receiver_down_at_first_gets_it_on_a_retr
     assert_eq!(got[1]["metadata"]["run"], run.as_str());
     assert_eq!(got[1]["metadata"]["id"], got[1]["eventIdHeader"]);
     assert!(generic.refused().await.unwrap().is_empty());
+    show(
+        "the generic receiver (Go) verified X-Signature and accepted",
+        &got[1],
+    );
 
     // A Secret that does not exist is named in a warning; polling went on regardless.
     let missing = env
@@ -244,6 +260,9 @@ async fn each_format_is_delivered_and_a_receiver_down_at_first_gets_it_on_a_retr
         .filter(|n| n.contains("missing-hook"))
         .count();
     assert_eq!(warned, 1, "warnings are rate-limited per receiver");
+    for note in warnings(&env, "NotificationFailed").await {
+        println!("Warning NotificationFailed: {note}");
+    }
     assert!(
         metric(
             &controller,

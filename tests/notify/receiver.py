@@ -44,7 +44,7 @@ def slack(headers, body):
     blocks = message.get("blocks", [])
     if not isinstance(blocks, list) or any(not isinstance(b, dict) or "type" not in b for b in blocks):
         raise ValueError("'blocks' must be a list of objects with a 'type'")
-    return {"text": message["text"], "blocks": len(blocks)}
+    return {"text": message["text"], "blocks": blocks}
 
 
 def handler(parse):

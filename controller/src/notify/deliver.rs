@@ -325,7 +325,8 @@ async fn post(shared: &Shared, receiver: &Receiver, request: Request) -> Result<
         .map_err(|e| Failure::Send {
             origin: origin.clone(),
             took: started.elapsed(),
-            error: error_chain(&e),
+            // Without the URL: a webhook's path may be its credential.
+            error: error_chain(&e.without_url()),
         })?;
     let status = response.status();
     if status.is_success() {
@@ -349,8 +350,7 @@ fn error_chain(e: &reqwest::Error) -> String {
         text.push_str(&s.to_string());
         source = s.source();
     }
-    // reqwest names the URL, whose path may be a webhook's credential.
-    text.replace(e.url().map(|u| u.as_str()).unwrap_or("\u{0}"), "(address)")
+    text
 }
 
 async fn warn_event(shared: &Shared, job: &Job, note: String) {
