@@ -342,11 +342,19 @@ async fn lambda_failing_after_three_errors_then_recovered() {
         .await
         .unwrap();
     secret(&env, "hook", &[("address", &receiver.url)]).await;
+    // A receiver that accepts connections and never answers: each attempt waits out the
+    // controller's --notify-timeout (10s), which must delay no pass.
+    let hanging = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hanging_url = format!("http://{}/hook", hanging.local_addr().unwrap());
+    secret(&env, "hanging-hook", &[("address", &hanging_url)]).await;
     let mut controller = env.controller();
     env.apply(modelsync(
         "trainer",
         &lambda.url("retrain"),
-        json!({"notify": [{"secretRef": {"name": "hook"}, "format": "slack"}]}),
+        json!({"notify": [
+            {"secretRef": {"name": "hanging-hook"}, "format": "generic"},
+            {"secretRef": {"name": "hook"}, "format": "slack"},
+        ]}),
     ))
     .await;
     let got = received_until(&env, &receiver, "LambdaFailing", |got| !got.is_empty()).await;
@@ -358,13 +366,17 @@ async fn lambda_failing_after_three_errors_then_recovered() {
         "{text}"
     );
     assert!(text.contains("500"), "{text}");
-    // More failures in the same streak tell nothing new.
-    env.eventually(WAIT, "two more failed calls", || async {
-        (lambda.calls("retrain").await >= calls_at_failing + 2).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Polling keeps its pace (retries 1s apart, the poll interval) while the hanging
+    // receiver holds LambdaFailing; and more failures in the same streak tell nothing new.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let calls = lambda.calls("retrain").await;
+    assert!(
+        calls >= calls_at_failing + 3,
+        "{} lambda calls in the 5s a receiver hung",
+        calls - calls_at_failing
+    );
     assert_eq!(receiver.received().await.unwrap().len(), 1);
+    drop(hanging);
 
     lambda.answer("retrain", json!({"needsSync": false})).await;
     let got = received_until(&env, &receiver, "Recovered", |got| got.len() >= 2).await;
