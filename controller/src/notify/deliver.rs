@@ -81,8 +81,12 @@ impl Job {
 enum Failure {
     #[error("{0}")]
     Secret(ReceiverError),
-    #[error("reading the Secret failed: {0}")]
-    Api(kube::Error),
+    #[error("reading Secret {secret} failed: {source}")]
+    Api {
+        secret: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("{origin} answered {status} after {took:.1?}: {body}")]
     Status {
         origin: String,
@@ -307,7 +311,7 @@ async fn read_receiver(shared: &Shared, ns: &str, name: &str) -> Result<Receiver
                 detail: s.message,
             }))
         }
-        Err(e) => Err(Failure::Api(e)),
+        Err(source) => Err(Failure::Api { secret, source }),
     }
 }
 
