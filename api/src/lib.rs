@@ -9,6 +9,7 @@ pub mod lambda;
 pub mod lambda_client;
 pub mod modelsync;
 pub mod pipelinerun;
+pub mod run_history;
 
 pub use modelsync::{ModelSync, ModelSyncSpec, ModelSyncStatus};
 pub use pipelinerun::PipelineRun;

@@ -6,12 +6,14 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParam
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use modelsync_api::pipelinerun::SPEC_STATUS_CANCELLED;
+use modelsync_api::run_history::{Collected, REASON_RUN_COLLECTED};
 use modelsync_api::{ModelSync, ModelSyncStatus, PipelineRun};
 use serde_json::json;
 use tracing::warn;
 
 use crate::context::Context;
 use crate::plan::{Created, run_ref};
+use crate::runs::RunRecord;
 use crate::status::{self, Observation};
 
 /// The controller's field manager on the API server.
@@ -107,6 +109,29 @@ pub async fn create_run(
             )))
         }
         Err(e) => Err(kube_err(format!("creating run {ns}/{run}"))(e)),
+    }
+}
+
+/// Tells, in an Event on the ModelSync, which run was collected and how it had ended: once
+/// deleted, a run leaves no other trace, and `modelsync history` reads these.
+pub async fn record_collected(ms: &ModelSync, ctx: &Context, run: &RunRecord) {
+    let ns = ms.namespace().unwrap_or_default();
+    let note = Collected {
+        run: run.name.clone(),
+        result: run.result,
+        decided_at: run.decided_at,
+    }
+    .note();
+    let event = Event {
+        type_: EventType::Normal,
+        reason: REASON_RUN_COLLECTED.into(),
+        note: Some(note),
+        action: "Collect".into(),
+        secondary: Some(run_ref(&ns, &run.name, run.uid.clone())),
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &ms.object_ref(&())).await {
+        // As with every event: a courtesy, never a reason to fail the pass.
+        warn!(modelsync = %format!("{ns}/{}", ms.name_any()), "could not publish event {REASON_RUN_COLLECTED}: {e}");
     }
 }
 

@@ -51,17 +51,17 @@ pub struct ControllerArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "MODELSYNC_LOG_FORMAT")]
     pub log_format: LogFormat,
-    /// CIDRs a lambda's address must be in, comma-separated; empty allows any address the
-    /// deny list does not refuse.
-    #[arg(long, default_value = "", env = "MODELSYNC_LAMBDA_ALLOW_CIDRS")]
-    pub lambda_allow_cidrs: CidrList,
-    /// CIDRs no lambda call may connect to, comma-separated; checked after name resolution,
-    /// on the address connected to. Wins over the allow list. The default keeps cloud metadata
-    /// services (link-local addresses) out of reach.
-    #[arg(long, default_value = DEFAULT_DENY, env = "MODELSYNC_LAMBDA_DENY_CIDRS")]
-    pub lambda_deny_cidrs: CidrList,
-    /// Notifications (spec.notify) waiting to be sent, at most; more are dropped and counted
-    /// in modelsync_notifications_dropped.
+    #[command(flatten)]
+    pub egress: EgressArgs,
+    #[command(flatten)]
+    pub notify: NotifyArgs,
+}
+
+/// How notifications (`spec.notify`) are delivered.
+#[derive(clap::Args, Debug, Clone)]
+pub struct NotifyArgs {
+    /// Notifications waiting to be sent, at most; more are dropped and counted in
+    /// modelsync_notifications_dropped.
     #[arg(long, default_value_t = 1000, env = "MODELSYNC_NOTIFY_QUEUE_SIZE")]
     pub notify_queue_size: usize,
     /// How long a notification receiver may take to answer one attempt.
@@ -76,8 +76,44 @@ pub struct ControllerArgs {
     pub notify_replay_window: Duration,
 }
 
+impl NotifyArgs {
+    pub fn settings(&self) -> notify::Settings {
+        notify::Settings {
+            queue: self.notify_queue_size,
+            timeout: self.notify_timeout,
+            attempts: self.notify_attempts.max(1),
+            replay_window: self.notify_replay_window,
+            ..notify::Settings::default()
+        }
+    }
+}
+
 fn duration_arg(text: &str) -> Result<Duration, String> {
     modelsync_api::modelsync::parse_duration(text)
+}
+
+/// Where lambda calls may connect. A flag group of its own so `modelsync sync --dry-run` asks
+/// a lambda under the same flags and defaults as the controller.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EgressArgs {
+    /// CIDRs a lambda's address must be in, comma-separated; empty allows any address the
+    /// deny list does not refuse.
+    #[arg(long, default_value = "", env = "MODELSYNC_LAMBDA_ALLOW_CIDRS")]
+    pub lambda_allow_cidrs: CidrList,
+    /// CIDRs no lambda call may connect to, comma-separated; checked after name resolution,
+    /// on the address connected to. Wins over the allow list. The default keeps cloud metadata
+    /// services (link-local addresses) out of reach.
+    #[arg(long, default_value = DEFAULT_DENY, env = "MODELSYNC_LAMBDA_DENY_CIDRS")]
+    pub lambda_deny_cidrs: CidrList,
+}
+
+impl EgressArgs {
+    pub fn rules(&self) -> EgressRules {
+        EgressRules {
+            allow: self.lambda_allow_cidrs.clone(),
+            deny: self.lambda_deny_cidrs.clone(),
+        }
+    }
 }
 
 pub use modelsync_telemetry::LogFormat;
@@ -140,21 +176,12 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
         index.clone(),
         Recorder::new(client.clone(), reporter.clone()),
         metrics.clone(),
-        EgressRules {
-            allow: args.lambda_allow_cidrs.clone(),
-            deny: args.lambda_deny_cidrs.clone(),
-        },
+        args.egress.rules(),
         Notifier::start(
             client.clone(),
-            Recorder::new(client.clone(), reporter.clone()),
+            Recorder::new(client.clone(), reporter),
             metrics.clone(),
-            notify::Settings {
-                queue: args.notify_queue_size,
-                timeout: args.notify_timeout,
-                attempts: args.notify_attempts.max(1),
-                replay_window: args.notify_replay_window,
-                ..notify::Settings::default()
-            },
+            args.notify.settings(),
         ),
     ));
     let (controller, listed) = watches::controller(
@@ -173,8 +200,8 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
     info!(
         namespace = args.namespace.as_deref().unwrap_or("(all)"),
         concurrency = args.concurrency,
-        lambda_allow_cidrs = %args.lambda_allow_cidrs,
-        lambda_deny_cidrs = %args.lambda_deny_cidrs,
+        lambda_allow_cidrs = %args.egress.lambda_allow_cidrs,
+        lambda_deny_cidrs = %args.egress.lambda_deny_cidrs,
         "modelsync controller starting"
     );
     // The Lease is renewed in its own task, beside the passes; losing it ends the controller.

@@ -29,4 +29,4 @@ pub mod watches;
 
 mod controller;
 
-pub use controller::{ControllerArgs, LogFormat, main, run};
+pub use controller::{ControllerArgs, EgressArgs, LogFormat, main, run};

@@ -7,13 +7,10 @@ use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use modelsync_api::lambda::NeedsSyncAnswer;
-use modelsync_api::lambda_client::Ask;
 use modelsync_api::{ModelSync, ModelSyncStatus};
 use tracing::{info, warn};
 
-use crate::lambda_clients::LookupError;
-use crate::plan::{self, Answer, AskError, AskLambda, Facts, Now};
+use crate::plan::{self, Answer, Facts, Now};
 use crate::{actions, notify};
 
 pub use crate::actions::{Error, FIELD_MANAGER};
@@ -77,11 +74,14 @@ async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> 
     for run in &plan.delete {
         if actions::delete_run(ctx, &ns, run).await? {
             info!(modelsync = %who, run = %run, "collected old run");
+            if let Some(record) = facts.runs.iter().find(|r| &r.name == run) {
+                actions::record_collected(ms, ctx, record).await;
+            }
         }
     }
     if let Some(ask) = &plan.ask {
         let asked = Instant::now();
-        let result = ask_lambda(ctx, ms, &ns, &name, ask).await?;
+        let result = ctx.lambdas.ask(ms, ask).await?;
         let outcome = match &result {
             Ok(a) if a.needs_sync => "yes",
             Ok(_) => "no",
@@ -145,42 +145,4 @@ async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> 
             Action::requeue(wait.max(Duration::from_millis(10)))
         }
     })
-}
-
-/// Asks the lambda with the credentials of the ModelSync's Secret, if it names one. `Err` only
-/// when the API server failed to hand out the Secret; everything else is the answer's outcome.
-async fn ask_lambda(
-    ctx: &Context,
-    ms: &ModelSync,
-    ns: &str,
-    name: &str,
-    ask: &AskLambda,
-) -> Result<Result<NeedsSyncAnswer, AskError>, Error> {
-    let secret = ms.spec.lambda_secret_ref.as_ref();
-    let lambda = match ctx.lambdas.for_secret(ns, secret).await {
-        Ok(lambda) => lambda,
-        Err(LookupError::Secret(e)) => return Ok(Err(AskError::Secret(e))),
-        Err(LookupError::Api { secret, source }) => {
-            return Err(Error::Kube {
-                doing: format!("reading Secret {secret}"),
-                source,
-            });
-        }
-    };
-    let result = lambda
-        .client
-        .ask(&Ask {
-            url: &ms.spec.needs_sync_url,
-            namespace: ns,
-            name,
-            last_run: ask.last_run.as_deref(),
-            timeout: ask.timeout,
-            bearer_token: lambda.token(),
-        })
-        .await;
-    if let (Err(_), Some(secret)) = (&result, secret) {
-        // A rotated token or certificate may be why it failed: the retry reads the Secret again.
-        ctx.lambdas.forget(ns, &secret.name);
-    }
-    Ok(result.map_err(AskError::Call))
 }
