@@ -181,17 +181,26 @@ pub async fn record_collected(ms: &ModelSync, ctx: &Context, run: &RunRecord) {
     }
 }
 
+/// What [`write_status`] left on the server: the status, and the events it published.
+pub struct Written {
+    pub status: ModelSyncStatus,
+    pub events: Vec<status::EventSpec>,
+}
+
 /// Writes status if it changed, then publishes the events the change deserves.
 pub async fn write_status(
     ms: &ModelSync,
     ctx: &Context,
     obs: &Observation,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), Error> {
+) -> Result<Written, Error> {
     let prev: ModelSyncStatus = ms.status.clone().unwrap_or_default();
     let next = status::next_status(&prev, obs, now);
     if next == prev {
-        return Ok(());
+        return Ok(Written {
+            status: prev,
+            events: Vec::new(),
+        });
     }
     let ns = ms.namespace().unwrap_or_default();
     let name = ms.name_any();
@@ -211,7 +220,8 @@ pub async fn write_status(
     ctx.metrics.status_writes.inc();
 
     let me = ms.object_ref(&());
-    for ev in status::events(&prev, &next, obs) {
+    let events = status::events(&prev, &next, obs);
+    for ev in &events {
         let event = Event {
             type_: if ev.warning {
                 EventType::Warning
@@ -228,5 +238,8 @@ pub async fn write_status(
             warn!(modelsync = %format!("{ns}/{name}"), "could not publish event {}: {e}", ev.reason);
         }
     }
-    Ok(())
+    Ok(Written {
+        status: next,
+        events,
+    })
 }

@@ -1,5 +1,5 @@
 //! What every pass shares: the API client, the run index, the lambda clients, the event
-//! recorder, the metrics and the schedule.
+//! recorder, the metrics, the schedule and the notification queue.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -9,6 +9,7 @@ use modelsync_api::egress::EgressRules;
 
 use crate::lambda_clients::LambdaClients;
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::run_index::RunIndex;
 use crate::schedule::Schedule;
 use crate::shard::Shard;
@@ -25,6 +26,7 @@ pub struct Context {
     /// Per ModelSync (by uid), runs its status names that a look outside the index found
     /// nowhere (deleted by hand; see [`crate::shard`]): not looked for again by this process.
     missing_runs: Mutex<HashMap<String, BTreeSet<String>>>,
+    pub notifier: Notifier,
 }
 
 impl Context {
@@ -35,6 +37,7 @@ impl Context {
         metrics: Arc<Metrics>,
         egress: EgressRules,
         shard: Shard,
+        notifier: Notifier,
     ) -> Self {
         Context {
             lambdas: LambdaClients::new(client.clone(), egress),
@@ -45,6 +48,7 @@ impl Context {
             schedule: Schedule::default(),
             shard,
             missing_runs: Mutex::default(),
+            notifier,
         }
     }
 
@@ -52,6 +56,7 @@ impl Context {
     /// its runs are looked for again.
     pub fn forget(&self, uid: &str) {
         self.schedule.forget(uid);
+        self.notifier.forget(uid);
         self.missing().remove(uid);
     }
 

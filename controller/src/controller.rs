@@ -18,6 +18,7 @@ use modelsync_api::egress::{CidrList, DEFAULT_DENY, EgressRules};
 use tracing::{info, warn};
 
 use crate::metrics::Metrics;
+use crate::notify::{self, Notifier};
 use crate::reconcile::{Context, error_policy, reconcile};
 use crate::run_index::RunIndex;
 use crate::shard::{InvalidShard, Shard};
@@ -74,6 +75,43 @@ pub struct ControllerArgs {
     pub receiver_writes_per_second: f64,
     #[command(flatten)]
     pub egress: EgressArgs,
+    #[command(flatten)]
+    pub notify: NotifyArgs,
+}
+
+/// How notifications (`spec.notify`) are delivered.
+#[derive(clap::Args, Debug, Clone)]
+pub struct NotifyArgs {
+    /// Notifications waiting to be sent, at most; more are dropped and counted in
+    /// modelsync_notifications_dropped.
+    #[arg(long, default_value_t = 1000, env = "MODELSYNC_NOTIFY_QUEUE_SIZE")]
+    pub notify_queue_size: usize,
+    /// How long a notification receiver may take to answer one attempt.
+    #[arg(long, default_value = "10s", value_parser = duration_arg, env = "MODELSYNC_NOTIFY_TIMEOUT")]
+    pub notify_timeout: Duration,
+    /// Attempts per notification (waits of 1s, 2s, 4s... up to 5m between them).
+    #[arg(long, default_value_t = 10, env = "MODELSYNC_NOTIFY_ATTEMPTS")]
+    pub notify_attempts: u32,
+    /// After a start, each ModelSync's runs that started or ended this recently are notified
+    /// again (receivers drop repeats by id): what the last process queued and did not deliver.
+    #[arg(long, default_value = "1h", value_parser = duration_arg, env = "MODELSYNC_NOTIFY_REPLAY_WINDOW")]
+    pub notify_replay_window: Duration,
+}
+
+impl NotifyArgs {
+    pub fn settings(&self) -> notify::Settings {
+        notify::Settings {
+            queue: self.notify_queue_size,
+            timeout: self.notify_timeout,
+            attempts: self.notify_attempts.max(1),
+            replay_window: self.notify_replay_window,
+            ..notify::Settings::default()
+        }
+    }
+}
+
+fn duration_arg(text: &str) -> Result<Duration, String> {
+    modelsync_api::modelsync::parse_duration(text)
 }
 
 /// Where lambda calls may connect. A flag group of its own so `modelsync sync --dry-run` asks
@@ -174,10 +212,16 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
     let ctx = Arc::new(Context::new(
         client.clone(),
         index.clone(),
-        Recorder::new(client.clone(), reporter),
+        Recorder::new(client.clone(), reporter.clone()),
         metrics.clone(),
         args.egress.rules(),
         shard.clone(),
+        Notifier::start(
+            client.clone(),
+            Recorder::new(client.clone(), reporter),
+            metrics.clone(),
+            args.notify.settings(),
+        ),
     ));
     let (controller, listed) = watches::controller(
         modelsyncs,

@@ -7,7 +7,8 @@
 //! [`actions`] carries the plan out. The wiring around it is [`admin`], [`lease`] and
 //! [`watches`] (with [`watch_backoff`] and [`list_strategy`]), each selecting this controller's
 //! [`shard`]; the lambda client is `modelsync_api::lambda_client`,
-//! one per credentials Secret ([`lambda_clients`], [`credentials`]).
+//! one per credentials Secret ([`lambda_clients`], [`credentials`]). [`notify`] tells
+//! `spec.notify` receivers about runs and lambda trouble, off the pass.
 
 pub mod actions;
 pub mod admin;
@@ -17,6 +18,7 @@ pub mod lambda_clients;
 pub mod lease;
 pub mod list_strategy;
 pub mod metrics;
+pub mod notify;
 pub mod plan;
 pub mod receiver;
 pub mod reconcile;

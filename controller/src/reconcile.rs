@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use modelsync_api::ModelSync;
+use modelsync_api::{ModelSync, ModelSyncStatus};
 use tracing::{info, warn};
 
-use crate::actions;
 use crate::plan::{self, Answer, Facts, Now};
 use crate::shard::{self, Adoption};
+use crate::{actions, notify};
 
 pub use crate::actions::{Error, FIELD_MANAGER};
 pub use crate::context::Context;
@@ -73,6 +73,8 @@ async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> 
         answer: None,
     };
     let mut plan = plan::plan(&facts);
+    let polled_before = facts.schedule.poll.is_some();
+    let failures_before = facts.schedule.failures();
 
     for run in &plan.delete {
         if actions::delete_run(ctx, &ns, run).await? {
@@ -115,7 +117,32 @@ async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> 
         plan.created(&ns, &run.name, created, Now::read());
     }
     ctx.schedule.put(&uid, plan.schedule.clone());
-    actions::write_status(ms, ctx, &plan.observation, plan.status_time).await?;
+    let written = actions::write_status(ms, ctx, &plan.observation, plan.status_time).await?;
+    // Queued only once status records the change, so a restart finds it there (see notify).
+    let replay = ctx.notifier.first_pass(&uid);
+    if !ms.spec.notify.is_empty() {
+        let ready = |s: Option<&ModelSyncStatus>| {
+            s.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned())
+        };
+        let (before, after) = (ready(ms.status.as_ref()), ready(Some(&written.status)));
+        let notices = notify::decide(&notify::PassFacts {
+            namespace: &ns,
+            name: &name,
+            uid: &uid,
+            told: &written.events,
+            runs: &facts.runs,
+            failures_before,
+            failures_after: plan.schedule.failures(),
+            answered: plan.observation.decision.is_some() && plan.schedule.failures() == 0,
+            polled_before,
+            ready_before: before.as_ref(),
+            ready_after: after.as_ref(),
+            replay,
+            replay_window: ctx.notifier.replay_window(),
+            now: Now::read().wall,
+        });
+        ctx.notifier.enqueue(&ms.spec.notify, notices);
+    }
     Ok(match plan.due {
         None => Action::await_change(),
         Some(due) => {

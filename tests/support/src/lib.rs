@@ -41,6 +41,7 @@ pub mod image;
 pub mod kubectl;
 pub mod labelbot;
 pub mod node;
+pub mod notify;
 pub mod process;
 pub mod tekton;
 pub mod tekton_real;
