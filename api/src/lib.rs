@@ -4,6 +4,7 @@
 
 pub mod connect;
 pub mod egress;
+pub mod hook;
 pub mod lambda;
 #[cfg(feature = "client")]
 pub mod lambda_client;
@@ -11,6 +12,7 @@ pub mod lineage;
 pub mod modelsync;
 pub mod pipelinerun;
 pub mod provenance;
+pub mod run_history;
 
 pub use modelsync::{ModelSync, ModelSyncSpec, ModelSyncStatus};
 pub use pipelinerun::PipelineRun;

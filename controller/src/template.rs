@@ -7,7 +7,7 @@ use modelsync_api::lambda::{NeedsSyncAnswer, ParamValue};
 use modelsync_api::lineage::{ANNOTATION_LINEAGE, RunLineage};
 use modelsync_api::modelsync::{
     ANNOTATION_DECIDED_AT, ANNOTATION_PARAMETERS, ANNOTATION_REASON, ANNOTATION_REVISION,
-    LABEL_NAME, ParameterMapping, PipelineRunTemplate,
+    LABEL_NAME, LABEL_SHARD, ParameterMapping, PipelineRunTemplate,
 };
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -242,6 +242,9 @@ pub struct RunRequest<'a> {
     pub decided_at: &'a str,
     /// The needs-sync URL that was asked, recorded for lineage.
     pub lambda_url: &'a str,
+    /// The ModelSync's `modelsync.dev/shard` label, if any: copied onto the run so the shard
+    /// that reconciles the ModelSync sees its runs (and no other shard does).
+    pub shard: Option<&'a str>,
 }
 
 /// The full `tekton.dev/v1` PipelineRun object to create.
@@ -257,6 +260,12 @@ pub fn build_run(req: &RunRequest<'_>) -> Result<Value, InvalidTemplate> {
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
         .collect();
     labels.insert(LABEL_NAME.into(), req.modelsync.into());
+    // The ModelSync's shard wins over a template that names one: a run labelled for another
+    // shard would be invisible to the controller that must find it.
+    match req.shard {
+        Some(shard) => labels.insert(LABEL_SHARD.into(), shard.into()),
+        None => labels.remove(LABEL_SHARD),
+    };
 
     let mut annotations: Map<String, Value> = req
         .template

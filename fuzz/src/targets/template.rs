@@ -150,6 +150,7 @@ fn run_from(
         answer: &answer,
         decided_at: "2026-01-01T00:00:00Z",
         lambda_url: "http://fuzz/",
+        shard: None,
     })
     .map_err(|e| e.0)
 }
