@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::lineage::Dataset;
+
 /// Header naming the namespace of the ModelSync that asks.
 pub const HEADER_NAMESPACE: &str = "X-ModelSync-Namespace";
 /// Header naming the ModelSync that asks.
@@ -36,6 +38,20 @@ pub struct NeedsSyncAnswer {
     /// What the decision was computed from (a commit, a registry version).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
+    /// Datasets the decision read (OpenLineage naming); optional, for lineage events.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_none"
+    )]
+    pub inputs: Vec<Dataset>,
+    /// Datasets a run started by this answer writes, where the lambda knows them.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_none"
+    )]
+    pub outputs: Vec<Dataset>,
 }
 
 /// A parameter value: a string, or an array of strings for Tekton array params.
@@ -69,6 +85,13 @@ impl std::fmt::Display for ParamValue {
             ParamValue::Array(items) => write!(f, "[{}]", items.join(", ")),
         }
     }
+}
+
+fn null_as_none<'de, D>(d: D) -> Result<Vec<Dataset>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Ok(Option::<Vec<Dataset>>::deserialize(d)?.unwrap_or_default())
 }
 
 fn null_as_empty<'de, D>(d: D) -> Result<BTreeMap<String, ParamValue>, D::Error>
@@ -246,10 +269,52 @@ pub fn parse_answer(status: u16, body: &[u8]) -> Result<NeedsSyncAnswer, AnswerE
             Some(other) => return Err(wrong(name, "a string", other)),
         }
     }
+    for list in ["inputs", "outputs"] {
+        check_datasets(list, fields.get(list))?;
+    }
     // Every shape was checked above, so this only fails if the checks and the type disagree.
     serde_json::from_value(value).map_err(|e| AnswerError::NotJson {
         detail: e.to_string(),
     })
+}
+
+fn check_datasets(list: &str, value: Option<&serde_json::Value>) -> Result<(), AnswerError> {
+    let items = match value {
+        None | Some(serde_json::Value::Null) => return Ok(()),
+        Some(serde_json::Value::Array(items)) => items,
+        Some(other) => return Err(wrong(list, "an array of {namespace, name}", other)),
+    };
+    for (i, item) in items.iter().enumerate() {
+        let serde_json::Value::Object(d) = item else {
+            return Err(wrong(
+                &format!("{list}[{i}]"),
+                "an object {namespace, name}",
+                item,
+            ));
+        };
+        for (key, required) in [("namespace", true), ("name", true), ("version", false)] {
+            match d.get(key) {
+                Some(serde_json::Value::String(s)) if !s.is_empty() => {}
+                None if !required => {}
+                Some(serde_json::Value::Null) if !required => {}
+                None => {
+                    return Err(AnswerError::WrongType {
+                        field: format!("{list}[{i}].{key}"),
+                        expected: "a non-empty string",
+                        found: "absent",
+                    });
+                }
+                Some(other) => {
+                    return Err(wrong(
+                        &format!("{list}[{i}].{key}"),
+                        "a non-empty string",
+                        other,
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn wrong(field: &str, expected: &'static str, found: &serde_json::Value) -> AnswerError {
@@ -409,6 +474,40 @@ mod tests {
                 serde_json::from_str::<NeedsSyncAnswer>(body).is_err(),
                 "accepted {body}"
             );
+        }
+    }
+
+    #[test]
+    fn datasets_are_optional_and_checked() {
+        let body = br#"{"needsSync":true,"inputs":[{"namespace":"https://h/r.git","name":"data/","version":"abc"}],"outputs":null}"#;
+        let answer = parse_answer(200, body).unwrap();
+        assert_eq!(
+            answer.inputs,
+            vec![Dataset::new("https://h/r.git", "data/").at_version("abc")]
+        );
+        assert!(answer.outputs.is_empty());
+        let back = serde_json::to_string(&parse_answer(200, br#"{"needsSync":false}"#).unwrap());
+        assert_eq!(back.unwrap(), r#"{"needsSync":false}"#);
+        for (body, want) in [
+            (
+                &br#"{"needsSync":true,"inputs":{}}"#[..],
+                "field inputs is an object",
+            ),
+            (
+                br#"{"needsSync":true,"outputs":["x"]}"#,
+                "field outputs[0] is a string",
+            ),
+            (
+                br#"{"needsSync":true,"inputs":[{"name":"d"}]}"#,
+                "inputs[0].namespace is absent",
+            ),
+            (
+                br#"{"needsSync":true,"inputs":[{"namespace":"n","name":""}]}"#,
+                "inputs[0].name is a string, expected a non-empty",
+            ),
+        ] {
+            let err = parse_answer(200, body).unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
         }
     }
 

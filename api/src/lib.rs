@@ -8,8 +8,10 @@ pub mod hook;
 pub mod lambda;
 #[cfg(feature = "client")]
 pub mod lambda_client;
+pub mod lineage;
 pub mod modelsync;
 pub mod pipelinerun;
+pub mod provenance;
 pub mod run_history;
 
 pub use modelsync::{ModelSync, ModelSyncSpec, ModelSyncStatus};

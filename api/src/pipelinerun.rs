@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use kube::CustomResource;
 use serde::{Deserialize, Serialize};
 
+use crate::lineage::{ANNOTATION_LINEAGE, ArtifactOutput, RunLineage};
 use crate::modelsync::RunResult;
 
 /// `spec.status` value that asks Tekton to cancel a run.
@@ -92,11 +93,68 @@ impl PipelineRun {
             .filter(|s| !s.is_empty())
     }
 
+    /// The run's type-hinted artifact results (`ARTIFACT_OUTPUTS`, `*_ARTIFACT_OUTPUTS`), each
+    /// parsed or with the reason it could not be.
+    pub fn artifact_outputs(&self) -> Vec<Result<ArtifactOutput, String>> {
+        let Some(status) = self.status.as_ref() else {
+            return Vec::new();
+        };
+        status
+            .results
+            .iter()
+            .filter(|r| ArtifactOutput::is_artifact_result(&r.name))
+            .map(|r| ArtifactOutput::parse(&r.name, &r.value))
+            .collect()
+    }
+
+    /// What the controller recorded at creation for lineage, if it did (runs created before
+    /// lineage existed did not). An annotation that does not parse says why.
+    pub fn lineage(&self) -> Option<Result<RunLineage, String>> {
+        let text = self
+            .metadata
+            .annotations
+            .as_ref()?
+            .get(ANNOTATION_LINEAGE)?;
+        Some(serde_json::from_str(text).map_err(|e| {
+            format!("annotation {ANNOTATION_LINEAGE} is not the JSON modelsync writes: {e}")
+        }))
+    }
+
     /// True once cancellation was asked for, even before Tekton reports it.
     pub fn cancel_requested(&self) -> bool {
         self.spec
             .status
             .as_deref()
             .is_some_and(|s| s.starts_with("Cancelled") || s.starts_with("Stopped"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn artifact_outputs_are_read_from_results() {
+        let run: PipelineRun = serde_json::from_value(json!({
+            "apiVersion": "tekton.dev/v1", "kind": "PipelineRun",
+            "metadata": {"name": "r", "annotations": {ANNOTATION_LINEAGE: r#"{"lambdaUrl":"http://l/x"}"#}},
+            "spec": {},
+            "status": {"results": [
+                {"name": "model-id", "value": "m-1"},
+                {"name": "model_ARTIFACT_OUTPUTS", "value": {"uri": "http://g/r.git#models/m-1.yaml", "digest": "sha1:abc"}},
+                {"name": "bad_ARTIFACT_OUTPUTS", "value": "s3://x/y"},
+            ]},
+        }))
+        .unwrap();
+        let outputs = run.artifact_outputs();
+        assert_eq!(outputs.len(), 2);
+        assert_eq!(
+            outputs[0].as_ref().unwrap().uri,
+            "http://g/r.git#models/m-1.yaml"
+        );
+        assert!(outputs[1].as_ref().unwrap_err().contains("not an object"));
+        assert_eq!(run.lineage().unwrap().unwrap().lambda_url, "http://l/x");
+        assert_eq!(run.result_str("model-id"), Some("m-1"));
     }
 }

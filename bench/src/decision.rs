@@ -140,6 +140,7 @@ fn floor_body(owner: &ModelSync, model: &str) -> Result<DynamicObject> {
         parameters: [("model".to_owned(), model.into())].into(),
         reason: Some("bench".into()),
         revision: None,
+        ..Default::default()
     };
     let uid = owner.uid().context("floor owner uid")?;
     let body = template::build_run(&RunRequest {
@@ -151,6 +152,7 @@ fn floor_body(owner: &ModelSync, model: &str) -> Result<DynamicObject> {
         params: &params,
         answer: &answer,
         decided_at: &Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+        lambda_url: &owner.spec.needs_sync_url,
         shard: None,
     })
     .map_err(|e| anyhow::anyhow!("floor run: {}", e.0))?;

@@ -48,6 +48,39 @@ pub struct BumpOutcome {
     /// The commit the branch points at after the run.
     pub commit: Option<String>,
     pub pull_request: Option<PullRequest>,
+    /// The file and the commit that holds it as this run leaves it (pushed, or the base when
+    /// it already pinned the model), reported as the `pr_ARTIFACT_OUTPUTS` result for lineage.
+    pub artifact: Option<Artifact>,
+}
+
+/// A file of the GitOps repository at a commit, as Tekton Chains' type-hinted result reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Artifact {
+    /// `<repository URL>#<file>`: nothing in a git URL says where the path would begin.
+    pub uri: String,
+    pub commit: String,
+}
+
+/// The result Tekton Chains (and modelsync's lineage) read as this step's output.
+pub const ARTIFACT_RESULT: &str = "pr_ARTIFACT_OUTPUTS";
+
+impl Artifact {
+    fn new(repo: &str, file: &str, commit: impl ToString) -> Self {
+        Artifact {
+            uri: format!("{repo}#{file}"),
+            commit: commit.to_string(),
+        }
+    }
+
+    /// The result's JSON: `{uri, digest, pr-url}`, the pull request empty when there is none.
+    pub fn result_json(&self, pr: Option<&PullRequest>) -> String {
+        serde_json::json!({
+            "uri": self.uri,
+            "digest": format!("sha1:{}", self.commit),
+            "pr-url": pr.map(|p| p.url.as_str()).unwrap_or(""),
+        })
+        .to_string()
+    }
 }
 
 /// Runs the bump and prints what happened to `out`.
@@ -121,6 +154,7 @@ pub async fn run(args: &BumpPrArgs, out: &mut dyn Write) -> anyhow::Result<BumpO
             status: Status::UpToDate,
             commit: None,
             pull_request: None,
+            artifact: Some(Artifact::new(&args.repo, &file, clone.base_commit)),
         };
         write_results(args.results_dir(), &outcome)?;
         return Ok(outcome);
@@ -160,6 +194,7 @@ pub async fn run(args: &BumpPrArgs, out: &mut dyn Write) -> anyhow::Result<BumpO
             status: Status::DryRun,
             commit: Some(commit.to_string()),
             pull_request: None,
+            artifact: None,
         });
     }
 
@@ -203,6 +238,7 @@ pub async fn run(args: &BumpPrArgs, out: &mut dyn Write) -> anyhow::Result<BumpO
     let outcome = BumpOutcome {
         status,
         commit: Some(pushed.to_string()),
+        artifact: Some(Artifact::new(&args.repo, &file, pushed)),
         pull_request: Some(pr),
     };
     write_results(args.results_dir(), &outcome)?;
@@ -319,6 +355,9 @@ fn write_results(dir: Option<&Path>, outcome: &BumpOutcome) -> anyhow::Result<()
         "pr-number",
         &pr.map(|p| p.number.to_string()).unwrap_or_default(),
     )?;
+    if let Some(artifact) = &outcome.artifact {
+        write(ARTIFACT_RESULT, &artifact.result_json(pr))?;
+    }
     Ok(())
 }
 
@@ -334,6 +373,22 @@ pub fn main(args: BumpPrArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_artifact_result_names_file_commit_and_pull_request() {
+        let a = Artifact::new(
+            "https://github.com/o/gitops",
+            "deploy/model.yaml",
+            "0123abc",
+        );
+        let v: serde_json::Value = serde_json::from_str(&a.result_json(None)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"uri": "https://github.com/o/gitops#deploy/model.yaml", "digest": "sha1:0123abc", "pr-url": ""})
+        );
+        let parsed = modelsync_api::lineage::ArtifactOutput::parse(ARTIFACT_RESULT, &v).unwrap();
+        assert_eq!(parsed.dataset().unwrap().name, "deploy/model.yaml");
+    }
 
     #[test]
     fn urls_with_credentials_are_refused() {

@@ -301,6 +301,16 @@ async fn results_and_enterprise_api_root() {
     assert_eq!(read("pr-url"), outcome.pull_request.unwrap().url);
     assert_eq!(read("pr-number"), "1");
     assert_eq!(read("commit-sha"), remote.head(BRANCH).unwrap());
+    let artifact: serde_json::Value = serde_json::from_str(&read("pr_ARTIFACT_OUTPUTS")).unwrap();
+    assert_eq!(
+        artifact["digest"],
+        format!("sha1:{}", remote.head(BRANCH).unwrap())
+    );
+    assert_eq!(artifact["pr-url"], read("pr-url"));
+    assert!(
+        artifact["uri"].as_str().unwrap().starts_with(&remote.url()),
+        "{artifact}"
+    );
 }
 
 #[tokio::test]

@@ -34,6 +34,8 @@ enum Command {
     /// Ask a ModelSync's lambda now; with --wait, follow the decision and the run; with
     /// --dry-run, ask it from here and show what the controller would do.
     Sync(verbs::sync::SyncArgs),
+    /// What a deployer ModelSync last pinned, traced to the training run and data behind it.
+    Lineage(verbs::lineage::LineageArgs),
     /// A ModelSync's decisions and runs, newest first: why, result, duration, pull request.
     History(verbs::history::HistoryArgs),
     /// Stop lambda calls and new runs of a ModelSync (a running run continues).
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
     let verb = match cli.command {
         Command::Get(args) => verbs::block_on(verbs::get::run(args)),
         Command::Sync(args) => verbs::block_on(verbs::sync::run(args)),
+        Command::Lineage(args) => verbs::block_on(verbs::lineage::run(args)),
         Command::History(args) => verbs::block_on(verbs::history::run(args)),
         Command::Suspend(args) => verbs::block_on(verbs::suspend::run(args, true)),
         Command::Resume(args) => verbs::block_on(verbs::suspend::run(args, false)),
@@ -85,6 +88,7 @@ fn tool(command: Command) -> anyhow::Result<()> {
         Command::BumpPr(args) => modelsync_bump_pr::main(args),
         Command::Get(_)
         | Command::Sync(_)
+        | Command::Lineage(_)
         | Command::History(_)
         | Command::Suspend(_)
         | Command::Resume(_) => {

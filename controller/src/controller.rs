@@ -17,6 +17,7 @@ use modelsync_api::connect::KubeTarget;
 use modelsync_api::egress::{CidrList, DEFAULT_DENY, EgressRules};
 use tracing::{info, warn};
 
+use crate::lineage::{Lineage, LineageArgs};
 use crate::metrics::Metrics;
 use crate::notify::{self, Notifier};
 use crate::reconcile::{Context, error_policy, reconcile};
@@ -73,6 +74,8 @@ pub struct ControllerArgs {
         env = "MODELSYNC_RECEIVER_WRITES_PER_SECOND"
     )]
     pub receiver_writes_per_second: f64,
+    #[command(flatten)]
+    pub lineage: LineageArgs,
     #[command(flatten)]
     pub egress: EgressArgs,
     #[command(flatten)]
@@ -225,7 +228,13 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
     ));
     let (controller, listed) = watches::controller(
         modelsyncs,
-        watches::runs(runs_api, index.clone(), &shard, strategy),
+        watches::runs(
+            runs_api,
+            index.clone(),
+            &shard,
+            strategy,
+            Lineage::start(&args.lineage, metrics.clone()),
+        ),
         ctx.clone(),
         strategy,
     );
@@ -252,6 +261,7 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
         concurrency = args.concurrency,
         lambda_allow_cidrs = %args.egress.lambda_allow_cidrs,
         lambda_deny_cidrs = %args.egress.lambda_deny_cidrs,
+        openlineage_url = args.lineage.url.as_deref().unwrap_or("(off)"),
         "modelsync controller starting"
     );
     // The Lease is renewed in its own task, beside the passes; losing it ends the controller.

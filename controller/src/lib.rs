@@ -16,6 +16,7 @@ pub mod context;
 pub mod credentials;
 pub mod lambda_clients;
 pub mod lease;
+pub mod lineage;
 pub mod list_strategy;
 pub mod metrics;
 pub mod notify;

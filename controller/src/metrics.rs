@@ -48,6 +48,9 @@ pub struct Metrics {
     /// How late each scheduled poll ran compared with its planned time: the jittered interval
     /// after the last poll, or the end of a finished run's settle period if later.
     pub poll_lag: Histogram,
+    lineage_events: Family<OutcomeLabels, Counter>,
+    /// Lineage events queued and not yet delivered or given up on.
+    pub lineage_queue: Gauge,
     /// Hooks received by `--receiver-addr`, by outcome.
     hooks: Family<OutcomeLabels, Counter>,
     /// `requested-at` annotations written for hooks, and writes that failed.
@@ -171,6 +174,19 @@ impl Default for Metrics {
              interval, or the end of a finished run's settle period)",
             poll_lag.clone(),
         );
+        let lineage_events = Family::<OutcomeLabels, Counter>::default();
+        let lineage_queue = Gauge::default();
+        registry.register(
+            "modelsync_lineage_events",
+            "OpenLineage event deliveries by outcome: sent, retried (an attempt failed and will \
+             be repeated), rejected (4xx, dropped) or refused (queue full, kept due)",
+            lineage_events.clone(),
+        );
+        registry.register(
+            "modelsync_lineage_queue_depth",
+            "OpenLineage events waiting to be sent",
+            lineage_queue.clone(),
+        );
         let hooks = Family::<OutcomeLabels, Counter>::default();
         let (hook_writes, hook_write_errors, hook_coalesced) =
             (Counter::default(), Counter::default(), Counter::default());
@@ -198,6 +214,8 @@ impl Default for Metrics {
         let notifications = Notifications::default();
         notifications.register(&mut registry);
         Metrics {
+            lineage_events,
+            lineage_queue,
             notifications,
             hooks,
             hook_writes,
@@ -237,6 +255,12 @@ impl Metrics {
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
         self.lambda_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn lineage_event(&self, outcome: &'static str) {
+        self.lineage_events
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     pub fn hook(&self, outcome: &'static str) {

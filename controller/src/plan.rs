@@ -540,6 +540,7 @@ fn on_lambda(
         answer: answer_value,
         // Microseconds: runs decided within one second must still order by decision.
         decided_at: &answer.at.wall.to_rfc3339_opts(SecondsFormat::Micros, true),
+        lambda_url: &facts.modelsync.spec.needs_sync_url,
         shard: facts
             .modelsync
             .labels()

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use modelsync_api::lambda::{NeedsSyncAnswer, ParamValue};
+use modelsync_api::lineage::{ANNOTATION_LINEAGE, RunLineage};
 use modelsync_api::modelsync::{
     ANNOTATION_DECIDED_AT, ANNOTATION_PARAMETERS, ANNOTATION_REASON, ANNOTATION_REVISION,
     LABEL_NAME, LABEL_SHARD, ParameterMapping, PipelineRunTemplate,
@@ -239,6 +240,8 @@ pub struct RunRequest<'a> {
     pub params: &'a BTreeMap<String, ParamValue>,
     pub answer: &'a NeedsSyncAnswer,
     pub decided_at: &'a str,
+    /// The needs-sync URL that was asked, recorded for lineage.
+    pub lambda_url: &'a str,
     /// The ModelSync's `modelsync.dev/shard` label, if any: copied onto the run so the shard
     /// that reconciles the ModelSync sees its runs (and no other shard does).
     pub shard: Option<&'a str>,
@@ -282,6 +285,17 @@ pub fn build_run(req: &RunRequest<'_>) -> Result<Value, InvalidTemplate> {
     if let Some(rev) = &req.answer.revision {
         annotations.insert(ANNOTATION_REVISION.into(), rev.clone().into());
     }
+    // The answer is gone once the run ends; its lineage events and `modelsync lineage` read
+    // the datasets from here.
+    let lineage = RunLineage {
+        lambda_url: req.lambda_url.to_owned(),
+        inputs: req.answer.inputs.clone(),
+        outputs: req.answer.outputs.clone(),
+    };
+    annotations.insert(
+        ANNOTATION_LINEAGE.into(),
+        serde_json::to_string(&lineage).unwrap_or_default().into(),
+    );
 
     Ok(json!({
         "apiVersion": "tekton.dev/v1",

@@ -16,6 +16,7 @@ use kube::{Api, Client, ResourceExt};
 use modelsync_api::{ModelSync, PipelineRun};
 
 use crate::context::Context;
+use crate::lineage::Lineage;
 use crate::list_strategy::ListStrategy;
 use crate::run_index::RunIndex;
 use crate::shard::Shard;
@@ -41,12 +42,16 @@ pub fn runs(
     index: RunIndex,
     shard: &Shard,
     strategy: ListStrategy,
+    lineage: Option<Arc<Lineage>>,
 ) -> impl Stream<Item = Result<PipelineRun, watcher::Error>> + Send + 'static {
     watcher(api, strategy.config().labels(&shard.run_selector()))
         .backoff(WatchBackoff::default())
         .inspect(move |ev| {
             if let Ok(ev) = ev {
                 index.apply(ev);
+                if let Some(lineage) = &lineage {
+                    lineage.observe(ev);
+                }
             }
         })
         .touched_objects()

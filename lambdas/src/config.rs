@@ -12,6 +12,7 @@ use modelsync_gitops::{PathError, YamlPath};
 
 use crate::builtins::deploy_if_newer::Pin;
 use crate::builtins::pin::Locator;
+use crate::builtins::stores::{ModelStore, Stores, without_userinfo};
 pub use crate::builtins::{LAMBDAS, Lambda, Route};
 use crate::mirror::{Credentials, SyncSpec};
 use crate::sources::mlflow::MlflowSpec;
@@ -67,6 +68,22 @@ pub enum SourceConfig {
         spec: MlflowSpec,
         period: Duration,
     },
+}
+
+impl Config {
+    /// The stores the built-ins name in their answers' datasets.
+    pub fn stores(&self) -> Stores {
+        Stores {
+            repo: without_userinfo(&self.mirror.spec.repo),
+            models: match &self.models {
+                SourceConfig::Records(path) => ModelStore::Records(path.clone()),
+                SourceConfig::Mlflow { spec, .. } => ModelStore::Mlflow {
+                    url: spec.url.clone(),
+                    model: spec.model.clone(),
+                },
+            },
+        }
+    }
 }
 
 /// The path of the git host push webhook.

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::builtins::retrain_on_new_data::CommitFact;
 use crate::builtins::{
-    Lambda, Route, Verdict, deploy_if_newer, retrain_if_stale, retrain_on_new_data,
+    Lambda, Route, Stores, Verdict, deploy_if_newer, retrain_if_stale, retrain_on_new_data,
 };
 use crate::mirror::{MirrorState, Synced};
 use crate::sources::{Models, records};
@@ -98,6 +98,7 @@ pub fn changed_routes(old: &Answers, new: &Answers) -> Vec<String> {
 /// computation, and must not block.
 pub async fn run(
     routes: Arc<Vec<Route>>,
+    stores: Arc<Stores>,
     mut mirror: watch::Receiver<MirrorState>,
     mut models: ModelInput,
     answers: Arc<ArcSwap<Answers>>,
@@ -119,6 +120,7 @@ pub async fn run(
             let due = recheck.is_some_and(|at| at <= now);
             if last.as_ref() != Some(&key) || due {
                 let (routes2, input) = (routes.clone(), models.clone());
+                let stores = stores.clone();
                 let polled_models = key.1.clone();
                 let computed = tokio::task::spawn_blocking(move || {
                     let models = match (&input, polled_models) {
@@ -130,7 +132,7 @@ pub async fn run(
                             Err("the model source has not answered yet".into())
                         }
                     };
-                    compute(&routes2, &synced, &models, Utc::now())
+                    compute(&routes2, &stores, &synced, &models, Utc::now())
                 })
                 .await;
                 match computed {
@@ -171,6 +173,7 @@ pub async fn run(
 /// Every route's answer over one synced tree and one model list. Blocking (reads the tree).
 pub fn compute(
     routes: &[Route],
+    stores: &Stores,
     synced: &Synced,
     models: &Models,
     now: DateTime<Utc>,
@@ -181,16 +184,16 @@ pub fn compute(
     for route in routes {
         let decision = match &route.lambda {
             Lambda::RetrainIfStale { max_age } => {
-                retrain_if_stale::decide(models, *max_age, now, revision)
+                retrain_if_stale::decide(stores, models, *max_age, now, revision)
             }
             Lambda::RetrainOnNewData { data_path } => {
                 let history = history(&synced.worktree, data_path);
-                retrain_on_new_data::decide(models, &history, data_path, revision)
+                retrain_on_new_data::decide(stores, models, &history, data_path, revision)
             }
             Lambda::DeployIfNewer(pin) => {
                 let file = std::fs::read_to_string(synced.worktree.join(&pin.file))
                     .map_err(|e| e.to_string());
-                deploy_if_newer::decide(models, pin, &file, revision)
+                deploy_if_newer::decide(stores, models, pin, &file, revision)
             }
         };
         if let Some(at) = decision.recheck_at {
@@ -362,6 +365,7 @@ mod tests {
         let (models_tx, models_rx) = watch::channel(None);
         tokio::spawn(run(
             routes(),
+            Arc::new(crate::builtins::Stores::example()),
             mirror_rx,
             ModelInput::Polled(models_rx),
             answers.clone(),
@@ -409,6 +413,7 @@ mod tests {
         let (_models_tx, models_rx) = watch::channel(Some(Ok(vec![model(created)])));
         tokio::spawn(run(
             routes(),
+            Arc::new(crate::builtins::Stores::example()),
             mirror_rx,
             ModelInput::Polled(models_rx),
             answers.clone(),

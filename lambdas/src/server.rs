@@ -309,6 +309,7 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
         sync_now,
     ));
 
+    let stores = Arc::new(config.stores());
     let models = match &config.models {
         SourceConfig::Records(path) => ModelInput::Records(path.clone()),
         SourceConfig::Mlflow { spec, period } => {
@@ -339,6 +340,7 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
         .map(|n| Notifier::spawn(n, notify_metrics));
     tokio::spawn(engine::run(
         Arc::new(config.routes),
+        stores,
         mirror_rx,
         models,
         state.answers.clone(),

@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 use modelsync_api::lambda::{self, NeedsSyncAnswer};
+use modelsync_api::lineage;
 use serde_yaml_ng::Value;
 
 fn document() -> Value {
@@ -30,6 +31,8 @@ fn schema_fields_match_the_answer_type() {
         parameters: [("k".to_owned(), "v".into())].into(),
         reason: Some("r".into()),
         revision: Some("v".into()),
+        inputs: vec![lineage::Dataset::new("https://h/r.git", "data/")],
+        outputs: vec![lineage::Dataset::new("https://h/g.git", "model.yaml")],
     };
     let serialized = serde_json::to_value(full).unwrap();
     let in_rust: BTreeSet<&str> = serialized

@@ -243,8 +243,8 @@ fn new_data_over_scripted_histories() {
         "mirror: {repo: x, root: r}\nmodels: {records: models}\nroutes:\n  /d: {lambda: retrain-on-new-data, dataPath: data}\n",
         std::path::Path::new("."),
     )
-    .unwrap()
-    .routes;
+    .unwrap();
+    let (routes, stores) = (routes.routes.clone(), routes.stores());
     let model = format!("id: m1\ncreated: 2026-01-01T00:00:00Z\ndataRevision: {trained}\n");
     let models = Ok(modelsync_lambdas::sources::records::parse("m", &model).unwrap());
     let answer = |depth: u32| {
@@ -262,7 +262,7 @@ fn new_data_over_scripted_histories() {
             worktree: mirror::layout::worktree_path(&spec.root, &hash),
             hash,
         };
-        let (answers, _) = engine::compute(&routes, &synced, &models, chrono::Utc::now());
+        let (answers, _) = engine::compute(&routes, &stores, &synced, &models, chrono::Utc::now());
         let served = &answers.routes["/d"];
         (
             served.status,

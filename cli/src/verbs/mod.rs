@@ -1,9 +1,10 @@
-//! The day-two verbs: `get`, `suspend`, `resume`, `sync` (and `sync --dry-run`), `history`. Each error names what was wrong and
+//! The day-two verbs: `get`, `suspend`, `resume`, `sync` (and `sync --dry-run`), `history`, `lineage`. Each error names what was wrong and
 //! what to do, and its kind decides the exit code scripts see.
 
 pub mod dry_run;
 pub mod get;
 pub mod history;
+pub mod lineage;
 pub mod suspend;
 pub mod sync;
 

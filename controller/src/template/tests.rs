@@ -20,6 +20,11 @@ fn answer(params: &[(&str, ParamValue)]) -> NeedsSyncAnswer {
             .collect(),
         reason: Some("newer model".into()),
         revision: Some("abc123".into()),
+        inputs: vec![modelsync_api::lineage::Dataset::new(
+            "http://git/ml.git",
+            "models/m-2.yaml",
+        )],
+        ..Default::default()
     }
 }
 
@@ -77,6 +82,7 @@ fn a_run_carries_its_modelsyncs_shard_whatever_the_template_says() {
             params: &params,
             answer: &a,
             decided_at: "2026-11-22T10:00:00Z",
+            lambda_url: "http://lambdas/deploy",
             shard,
         })
         .unwrap()
@@ -121,6 +127,7 @@ fn mapped_params_override_template_params_and_others_stay() {
         params: &params,
         answer: &a,
         decided_at: "2026-11-22T10:00:00Z",
+        lambda_url: "http://lambdas/deploy",
         shard: None,
     })
     .unwrap();
@@ -149,6 +156,14 @@ fn mapped_params_override_template_params_and_others_stay() {
         run["metadata"]["annotations"][ANNOTATION_REVISION],
         "abc123"
     );
+    let lineage: modelsync_api::lineage::RunLineage = serde_json::from_str(
+        run["metadata"]["annotations"][modelsync_api::lineage::ANNOTATION_LINEAGE]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(lineage.lambda_url, "http://lambdas/deploy");
+    assert_eq!(lineage.inputs[0].name, "models/m-2.yaml");
     let recorded: BTreeMap<String, String> =
         serde_json::from_value(run["metadata"]["annotations"].clone()).unwrap();
     let annotation = recorded.get(ANNOTATION_PARAMETERS).map(String::as_str);

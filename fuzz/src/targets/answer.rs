@@ -175,11 +175,20 @@ fn accepted(reply: &Reply, answer: &NeedsSyncAnswer) -> Verdict {
             .filter(|p| !p.is_null())
             .map(|p| serde_json::from_value(p.clone()).expect("checked params"))
             .unwrap_or_default();
+        let datasets = |name: &str| {
+            fields
+                .get(name)
+                .filter(|v| !v.is_null())
+                .map(|v| serde_json::from_value(v.clone()).expect("checked datasets"))
+                .unwrap_or_default()
+        };
         let meant = NeedsSyncAnswer {
             needs_sync: fields["needsSync"] == Value::Bool(true),
             parameters: params,
             reason: text("reason"),
             revision: text("revision"),
+            inputs: datasets("inputs"),
+            outputs: datasets("outputs"),
         };
         if &meant != answer {
             return Verdict::broken("meaning", format!("read {answer:?}, written {meant:?}"));
@@ -250,6 +259,29 @@ fn expected_problems(v: &Value) -> Problems {
             None | Some(Value::Null | Value::String(_))
         ) {
             wrong.push(name.into());
+        }
+    }
+    // Lineage datasets: lists of {namespace, name, version?}, each a non-empty string.
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+    for list in ["inputs", "outputs"] {
+        match fields.get(list) {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    let Some(d) = item.as_object() else {
+                        wrong.push(format!("{list}[{i}]"));
+                        continue;
+                    };
+                    for key in ["namespace", "name", "version"] {
+                        let optional =
+                            key == "version" && matches!(d.get(key), None | Some(Value::Null));
+                        if !optional && !text(d.get(key)) {
+                            wrong.push(format!("{list}[{i}].{key}"));
+                        }
+                    }
+                }
+            }
+            Some(_) => wrong.push(list.into()),
         }
     }
     if wrong.is_empty() {

@@ -138,6 +138,7 @@ fn run_from(
         parameters: params.clone(),
         reason: Some("fuzz".into()),
         revision: None,
+        ..Default::default()
     };
     build_run(&RunRequest {
         name: "fuzz-0123456789",
@@ -148,6 +149,7 @@ fn run_from(
         params,
         answer: &answer,
         decided_at: "2026-01-01T00:00:00Z",
+        lambda_url: "http://fuzz/",
         shard: None,
     })
     .map_err(|e| e.0)

@@ -5,7 +5,7 @@
 //! (the original controller once deployed a placeholder that way).
 
 use super::pin::{self, Locator};
-use super::{AnswerError, Verdict};
+use super::{AnswerError, Stores, Verdict};
 use crate::sources::{Models, newest};
 
 /// The route's settings.
@@ -19,6 +19,7 @@ pub struct Pin {
 }
 
 pub fn decide(
+    stores: &Stores,
     models: &Models,
     pin: &Pin,
     file: &Result<String, String>,
@@ -51,6 +52,10 @@ pub fn decide(
             });
         }
     };
+    // The model is named as the trainer's run names its output, so lineage joins the two; the
+    // pin file is what a deploy run changes.
+    let model = stores.model(&newest.id);
+    let pin_file = stores.file(&pin.file, revision);
     if pinned == newest.id {
         return Verdict::no(
             format!(
@@ -58,7 +63,9 @@ pub fn decide(
                 pin.file, newest.id, pin.locator
             ),
             revision,
-        );
+        )
+        .reading(model)
+        .writing(pin_file);
     }
     Verdict::yes(
         format!(
@@ -68,12 +75,15 @@ pub fn decide(
         revision,
     )
     .with_param(&pin.parameter, &newest.id)
+    .reading(model)
+    .writing(pin_file)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sources::ModelRecord;
+    use modelsync_api::lineage::Dataset;
     use modelsync_gitops::YamlPath;
 
     fn models(ids: &[(&str, &str)]) -> Models {
@@ -104,16 +114,26 @@ mod tests {
             ("m1", "2026-01-01T00:00:00Z"),
             ("m2", "2026-01-02T00:00:00Z"),
         ]);
-        let a = decide(&m, &pin(), &Ok(FILE.into()), "abc").answer.unwrap();
+        let a = decide(&Stores::example(), &m, &pin(), &Ok(FILE.into()), "abc")
+            .answer
+            .unwrap();
         assert!(a.needs_sync);
         assert_eq!(a.parameters["model"], "m2".into());
         assert_eq!(a.revision.as_deref(), Some("abc"));
+        let repo = "http://git.test/ml.git";
+        assert_eq!(a.inputs, vec![Dataset::new(repo, "models/m2.yaml")]);
+        assert_eq!(
+            a.outputs,
+            vec![Dataset::new(repo, "manifests/model.yaml").at_version("abc")]
+        );
     }
 
     #[test]
     fn equal_ids_mean_no() {
         let m = models(&[("m1", "2026-01-01T00:00:00Z")]);
-        let a = decide(&m, &pin(), &Ok(FILE.into()), "abc").answer.unwrap();
+        let a = decide(&Stores::example(), &m, &pin(), &Ok(FILE.into()), "abc")
+            .answer
+            .unwrap();
         assert!(!a.needs_sync);
         assert!(a.parameters.is_empty());
     }
@@ -122,10 +142,34 @@ mod tests {
     fn no_model_missing_path_unreadable_file_and_failing_source_are_errors() {
         let m = models(&[("m2", "2026-01-02T00:00:00Z")]);
         let cases = [
-            decide(&models(&[]), &pin(), &Ok(FILE.into()), "abc"),
-            decide(&m, &pin(), &Ok("kind: ConfigMap\ndata: {}\n".into()), "abc"),
-            decide(&m, &pin(), &Err("No such file or directory".into()), "abc"),
-            decide(&Err("HTTP 503".into()), &pin(), &Ok(FILE.into()), "abc"),
+            decide(
+                &Stores::example(),
+                &models(&[]),
+                &pin(),
+                &Ok(FILE.into()),
+                "abc",
+            ),
+            decide(
+                &Stores::example(),
+                &m,
+                &pin(),
+                &Ok("kind: ConfigMap\ndata: {}\n".into()),
+                "abc",
+            ),
+            decide(
+                &Stores::example(),
+                &m,
+                &pin(),
+                &Err("No such file or directory".into()),
+                "abc",
+            ),
+            decide(
+                &Stores::example(),
+                &Err("HTTP 503".into()),
+                &pin(),
+                &Ok(FILE.into()),
+                "abc",
+            ),
         ];
         let wanted = [
             "no model to deploy",

@@ -6,14 +6,17 @@ pub mod error;
 pub mod pin;
 pub mod retrain_if_stale;
 pub mod retrain_on_new_data;
+pub mod stores;
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use modelsync_api::lambda::NeedsSyncAnswer;
+use modelsync_api::lineage::Dataset;
 
 use deploy_if_newer::Pin;
 pub use error::AnswerError;
+pub use stores::{ModelStore, Stores};
 
 /// A path served by a built-in lambda with its settings, as `lambdas.yaml` configures it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,6 +61,7 @@ impl Verdict {
                 parameters: Default::default(),
                 reason: Some(reason),
                 revision: Some(revision.to_owned()),
+                ..Default::default()
             }),
             recheck_at: None,
         }
@@ -68,6 +72,20 @@ impl Verdict {
             answer: Err(error),
             recheck_at: None,
         }
+    }
+
+    fn reading(mut self, input: Dataset) -> Self {
+        if let Ok(a) = &mut self.answer {
+            a.inputs.push(input);
+        }
+        self
+    }
+
+    fn writing(mut self, output: Dataset) -> Self {
+        if let Ok(a) = &mut self.answer {
+            a.outputs.push(output);
+        }
+        self
     }
 
     fn with_param(mut self, key: &str, value: &str) -> Self {

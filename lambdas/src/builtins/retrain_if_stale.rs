@@ -4,10 +4,20 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{AnswerError, Verdict, human};
+use super::{AnswerError, Stores, Verdict, human};
 use crate::sources::{Models, newest};
 
-pub fn decide(models: &Models, max_age: Duration, now: DateTime<Utc>, revision: &str) -> Verdict {
+pub fn decide(
+    stores: &Stores,
+    models: &Models,
+    max_age: Duration,
+    now: DateTime<Utc>,
+    revision: &str,
+) -> Verdict {
+    decide_age(models, max_age, now, revision).reading(stores.model_store())
+}
+
+fn decide_age(models: &Models, max_age: Duration, now: DateTime<Utc>, revision: &str) -> Verdict {
     let models = match models {
         Ok(m) => m,
         Err(e) => return Verdict::error(AnswerError::Models(e.to_string())),
@@ -44,6 +54,7 @@ pub fn decide(models: &Models, max_age: Duration, now: DateTime<Utc>, revision: 
 mod tests {
     use super::*;
     use crate::sources::ModelRecord;
+    use modelsync_api::lineage::Dataset;
 
     fn model(id: &str, created: &str) -> ModelRecord {
         ModelRecord {
@@ -58,11 +69,15 @@ mod tests {
 
     #[test]
     fn no_model_means_yes() {
-        let d = decide(&Ok(vec![]), DAY, Utc::now(), "abc");
+        let d = decide(&Stores::example(), &Ok(vec![]), DAY, Utc::now(), "abc");
         let a = d.answer.unwrap();
         assert!(a.needs_sync);
         assert_eq!(a.reason.as_deref(), Some("no model exists yet"));
         assert_eq!(a.revision.as_deref(), Some("abc"));
+        assert_eq!(
+            a.inputs,
+            vec![Dataset::new("http://git.test/ml.git", "models")]
+        );
     }
 
     #[test]
@@ -72,14 +87,16 @@ mod tests {
             model("old", "2025-12-01T00:00:00Z"),
             model("new", "2026-01-01T00:00:00Z"),
         ]);
-        let stale = decide(&models, DAY, now, "abc").answer.unwrap();
+        let stale = decide(&Stores::example(), &models, DAY, now, "abc")
+            .answer
+            .unwrap();
         assert!(stale.needs_sync);
         assert_eq!(
             stale.reason.as_deref(),
             Some("newest model new is 1day 2h old, more than maxAge 1day")
         );
 
-        let fresh = decide(&models, 2 * DAY, now, "abc");
+        let fresh = decide(&Stores::example(), &models, 2 * DAY, now, "abc");
         assert!(!fresh.answer.as_ref().unwrap().needs_sync);
         assert_eq!(
             fresh.recheck_at,
@@ -90,6 +107,7 @@ mod tests {
     #[test]
     fn a_failing_source_is_an_error_not_a_yes() {
         let d = decide(
+            &Stores::example(),
             &Err("MLflow at http://x: HTTP 500".into()),
             DAY,
             Utc::now(),

@@ -1,7 +1,7 @@
 //! `retrain-on-new-data`: yes when a commit after the one the newest model was trained on
 //! changed the data path.
 
-use super::{AnswerError, Verdict};
+use super::{AnswerError, Stores, Verdict};
 use crate::sources::{Models, newest};
 
 /// One commit of the mirrored history, newest first, as the engine reads it.
@@ -15,7 +15,20 @@ pub struct CommitFact {
 /// The answer parameter carrying the commit to train on.
 pub const PARAM: &str = "dataRevision";
 
+/// Reads the data path at `revision`; a run writes a new model into the model store.
 pub fn decide(
+    stores: &Stores,
+    models: &Models,
+    history: &Result<Vec<CommitFact>, String>,
+    data_path: &str,
+    revision: &str,
+) -> Verdict {
+    decide_data(models, history, data_path, revision)
+        .reading(stores.file(data_path, revision))
+        .writing(stores.model_store())
+}
+
+fn decide_data(
     models: &Models,
     history: &Result<Vec<CommitFact>, String>,
     data_path: &str,
@@ -80,6 +93,7 @@ fn short(id: &str) -> &str {
 mod tests {
     use super::*;
     use crate::sources::ModelRecord;
+    use modelsync_api::lineage::Dataset;
 
     fn model(rev: Option<&str>) -> Models {
         Ok(vec![ModelRecord {
@@ -103,11 +117,14 @@ mod tests {
     #[test]
     fn data_changed_after_training_means_yes() {
         let h = history(&[("ccc", false), ("bbb", true), ("aaa", true)]);
-        let a = decide(&model(Some("aaa")), &h, "data/", "ccc")
+        let a = decide(&Stores::example(), &model(Some("aaa")), &h, "data/", "ccc")
             .answer
             .unwrap();
         assert!(a.needs_sync, "{a:?}");
         assert_eq!(a.parameters[PARAM], "ccc".into());
+        let repo = "http://git.test/ml.git";
+        assert_eq!(a.inputs, vec![Dataset::new(repo, "data").at_version("ccc")]);
+        assert_eq!(a.outputs, vec![Dataset::new(repo, "models")]);
         assert!(
             a.reason
                 .unwrap()
@@ -118,7 +135,7 @@ mod tests {
     #[test]
     fn other_changes_mean_no() {
         let h = history(&[("ccc", false), ("bbb", false), ("aaa", true)]);
-        let a = decide(&model(Some("aaa")), &h, "data/", "ccc")
+        let a = decide(&Stores::example(), &model(Some("aaa")), &h, "data/", "ccc")
             .answer
             .unwrap();
         assert!(!a.needs_sync);
@@ -128,17 +145,23 @@ mod tests {
     #[test]
     fn no_model_means_yes() {
         assert!(
-            decide(&Ok(vec![]), &history(&[]), "data/", "ccc")
-                .answer
-                .unwrap()
-                .needs_sync
+            decide(
+                &Stores::example(),
+                &Ok(vec![]),
+                &history(&[]),
+                "data/",
+                "ccc"
+            )
+            .answer
+            .unwrap()
+            .needs_sync
         );
     }
 
     #[test]
     fn unknown_training_commit_and_failures_are_errors() {
         let h = history(&[("ccc", true)]);
-        let err = decide(&model(Some("zzz")), &h, "data/", "ccc")
+        let err = decide(&Stores::example(), &model(Some("zzz")), &h, "data/", "ccc")
             .answer
             .unwrap_err()
             .to_string();
@@ -146,12 +169,12 @@ mod tests {
             err.contains("commit zzz") && err.contains("depth: 0"),
             "{err}"
         );
-        let err = decide(&model(None), &h, "data/", "ccc")
+        let err = decide(&Stores::example(), &model(None), &h, "data/", "ccc")
             .answer
             .unwrap_err()
             .to_string();
         assert!(err.contains("has no dataRevision"), "{err}");
-        let err = decide(&Err("boom".into()), &h, "data/", "ccc")
+        let err = decide(&Stores::example(), &Err("boom".into()), &h, "data/", "ccc")
             .answer
             .unwrap_err()
             .to_string();

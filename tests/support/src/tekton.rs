@@ -68,6 +68,17 @@ pub async fn finish(
     patch_status(client, namespace, name, ended(outcome, &start, &now)).await
 }
 
+/// Sets the Pipeline results of a run (`status.results`), as Tekton writes them when it ends:
+/// `[{name, value}]` with a string, array or object value.
+pub async fn set_results(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    results: Value,
+) -> Result<()> {
+    patch_status(client, namespace, name, json!({ "results": results })).await
+}
+
 /// The `status` of a run that started at `start` and ended with `outcome` at `end` (RFC 3339),
 /// as Tekton writes it.
 pub fn ended(outcome: RunEnd, start: &str, end: &str) -> Value {

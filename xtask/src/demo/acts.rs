@@ -49,6 +49,27 @@ pub fn a_person_merges(
     Ok(())
 }
 
+/// `modelsync lineage deployer`: the pin traced back to its training run and data, read from
+/// the cluster alone by the same code as the verb.
+pub async fn the_lineage(
+    say: Narrator,
+    client: &kube::Client,
+    ns: &str,
+    deployer: &str,
+) -> Result<()> {
+    let chain = modelsync_api::provenance::fetch(client, ns, deployer)
+        .await
+        .map_err(|e| anyhow::anyhow!("modelsync lineage {deployer}: {e}"))?;
+    say.say(
+        "lineage",
+        format!(
+            "modelsync lineage {deployer} -n {ns}: what production pins, and where it came from\n{}",
+            chain.table().trim_end()
+        ),
+    );
+    Ok(())
+}
+
 /// A data scientist registers model `id` by hand, a little after the merge so the story
 /// reads in order; returns the id.
 pub async fn a_newer_model_arrives(say: Narrator, repo: &GitOpsRepo, id: String) -> Result<String> {

@@ -69,6 +69,7 @@ pub async fn story(ci: bool, say: Narrator) -> Result<()> {
     acts::the_trainers_run(&mut watch).await?;
     notifications::show(say, &receivers).await?;
     acts::the_deployers_pull_request(&mut watch).await?;
+    acts::the_lineage(say, &client, NS, "deployer").await?;
     let newer = acts::a_newer_model_arrives(say, &repo, model_id(1)).await?;
     acts::its_pull_request(&mut watch, &newer).await?;
     acts::old_runs_collected(&mut watch).await?;

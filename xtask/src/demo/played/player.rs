@@ -95,6 +95,18 @@ impl Player<'_> {
         let commit =
             self.repo
                 .add_model(&id, &now, &format!("Record model {id} (trained by {run})"))?;
+        // The results train-notebook writes: the model in Tekton Chains' type-hinted form, named
+        // as the deploy lambda names it (the mirrored URL and the record's path).
+        let model = serde_json::json!({
+            "uri": format!("{}#models/{id}.yaml", self.repo.file_url()),
+            "digest": format!("sha1:{commit}"),
+        });
+        let results = serde_json::json!([
+            {"name": "model-id", "value": id},
+            {"name": "record-commit", "value": commit},
+            {"name": "model_ARTIFACT_OUTPUTS", "value": model},
+        ]);
+        tekton::set_results(&self.client, NS, run, results).await?;
         self.say.say(
             "tekton*",
             format!(
@@ -103,6 +115,20 @@ impl Player<'_> {
             ),
         );
         Ok(())
+    }
+
+    /// What update-model-pr's Pipeline results carry, from the files `bump-pr` wrote.
+    async fn report_results(&self, run: &str, dir: &std::path::Path) -> Result<()> {
+        let mut results = Vec::new();
+        for name in ["status", "pr-url", "pr-number", "commit-sha"] {
+            let value = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+            results.push(serde_json::json!({"name": name, "value": value.trim()}));
+        }
+        if let Ok(text) = std::fs::read_to_string(dir.join("pr_ARTIFACT_OUTPUTS")) {
+            let value: serde_json::Value = serde_json::from_str(&text)?;
+            results.push(serde_json::json!({"name": "pr_ARTIFACT_OUTPUTS", "value": value}));
+        }
+        tekton::set_results(&self.client, NS, run, serde_json::Value::Array(results)).await
     }
 
     /// The deploy pipeline's work: the real `modelsync bump-pr`, then a person merges its pull
@@ -140,6 +166,7 @@ impl Player<'_> {
                 .trim()
                 .to_owned()
         });
+        self.report_results(run, &results).await?;
         let diff = self.repo.branch_diff(BRANCH, "manifests/model.yaml")?;
         self.say
             .say("tekton*", format!("{run}: {}", bump.told(&diff)));
