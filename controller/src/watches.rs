@@ -15,6 +15,7 @@ use modelsync_api::modelsync::LABEL_NAME;
 use modelsync_api::{ModelSync, PipelineRun};
 
 use crate::context::Context;
+use crate::metrics::Metrics;
 use crate::run_index::RunIndex;
 use crate::watch_backoff::{NoSharedBackoff, WatchBackoff};
 
@@ -36,12 +37,15 @@ pub fn apis(client: &Client, namespace: Option<&str>) -> (Api<ModelSync>, Api<Pi
 pub fn runs(
     api: Api<PipelineRun>,
     index: RunIndex,
+    metrics: Arc<Metrics>,
 ) -> impl Stream<Item = Result<PipelineRun, watcher::Error>> + Send + 'static {
     watcher(api, watcher::Config::default().labels(LABEL_NAME))
         .backoff(WatchBackoff::default())
         .inspect(move |ev| {
-            if let Ok(ev) = ev {
-                index.apply(ev);
+            if let Ok(ev) = ev
+                && let Some(done) = index.apply(ev)
+            {
+                metrics.run_finished(&done.namespace, &done.modelsync, done.result);
             }
         })
         .touched_objects()
@@ -76,6 +80,8 @@ pub fn controller(
                 if let Some(uid) = ms.uid() {
                     ctx.forget(&uid);
                 }
+                ctx.metrics
+                    .forget_modelsync(&ms.namespace().unwrap_or_default(), &ms.name_any());
             }
             Ok(watcher::Event::InitDone) => mark_listed.store(true, Ordering::Release),
             _ => {}
