@@ -78,6 +78,7 @@ pub struct Metrics {
     lambda_seconds: Family<ModelSyncLabels, Counter<f64, AtomicU64>>,
     lambda_failing: Family<ModelSyncLabels, Gauge>,
     runs_finished: Family<FinishedLabels, Counter>,
+    failed_in_a_row: Family<ModelSyncLabels, Gauge>,
     api_writes: Family<WriteLabels, Counter>,
     last_status_write: Gauge<f64, AtomicU64>,
     leader: Family<LeaseLabels, Gauge>,
@@ -105,6 +106,7 @@ impl Default for Metrics {
         let lambda_seconds = Family::<ModelSyncLabels, Counter<f64, AtomicU64>>::default();
         let lambda_failing = Family::<ModelSyncLabels, Gauge>::default();
         let runs_finished = Family::<FinishedLabels, Counter>::default();
+        let failed_in_a_row = Family::<ModelSyncLabels, Gauge>::default();
         let api_writes = Family::<WriteLabels, Counter>::default();
         for (resource, verb) in API_WRITES {
             for result in ["ok", "error"] {
@@ -161,6 +163,12 @@ impl Default for Metrics {
             "modelsync_runs_finished",
             "PipelineRuns seen to finish, by ModelSync and result (Succeeded, Failed, Cancelled)",
             runs_finished.clone(),
+        );
+        registry.register(
+            "modelsync_runs_failed_in_a_row",
+            "Runs of a ModelSync that failed since its last successful run (cancelled runs \
+             neither count nor reset; since this controller started)",
+            failed_in_a_row.clone(),
         );
         registry.register(
             "modelsync_api_writes",
@@ -230,6 +238,7 @@ impl Default for Metrics {
             lambda_seconds,
             lambda_failing,
             runs_finished,
+            failed_in_a_row,
             api_writes,
             last_status_write,
             leader,
@@ -288,10 +297,12 @@ impl Metrics {
     /// A deleted ModelSync's gauges go, so a lambda that failed last does not alert forever.
     /// Its counters stay until restart: a counter that vanishes and returns reads as a reset.
     pub fn forget_modelsync(&self, namespace: &str, name: &str) {
-        self.lambda_failing.remove(&ModelSyncLabels {
+        let modelsync = ModelSyncLabels {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
-        });
+        };
+        self.lambda_failing.remove(&modelsync);
+        self.failed_in_a_row.remove(&modelsync);
     }
 
     /// A run of `namespace/name` was seen to finish.
@@ -302,10 +313,19 @@ impl Metrics {
             RunResult::Failed => "Failed",
             RunResult::Cancelled => "Cancelled",
         };
+        let modelsync = ModelSyncLabels {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        match result {
+            "Succeeded" => self.failed_in_a_row.get_or_create(&modelsync).set(0),
+            "Failed" => self.failed_in_a_row.get_or_create(&modelsync).inc(),
+            _ => 0,
+        };
         self.runs_finished
             .get_or_create(&FinishedLabels {
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
+                namespace: modelsync.namespace,
+                name: modelsync.name,
                 result,
             })
             .inc();
@@ -401,11 +421,16 @@ mod tests {
         m.run_finished("ns", "trainer", RunResult::Failed);
         m.run_finished("ns", "trainer", RunResult::Failed);
         m.run_finished("ns", "trainer", RunResult::Running);
+        m.run_finished("ns", "trainer", RunResult::Cancelled);
         let text = m.encode();
         assert!(text.contains(
             "modelsync_runs_finished_total{namespace=\"ns\",name=\"trainer\",result=\"Failed\"} 2"
         ));
         assert!(!text.contains("result=\"Running\""), "{text}");
+        let in_a_row = "modelsync_runs_failed_in_a_row{namespace=\"ns\",name=\"trainer\"}";
+        assert_eq!(line(&text, in_a_row), Some(&*format!("{in_a_row} 2")));
+        m.run_finished("ns", "trainer", RunResult::Succeeded);
+        assert_eq!(line(&m.encode(), in_a_row), Some(&*format!("{in_a_row} 0")));
     }
 
     #[test]
