@@ -11,6 +11,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use modelsync_api::modelsync::RunResult;
+use modelsync_telemetry::Declared;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -131,12 +132,12 @@ impl Default for Metrics {
         registry.register(
             "controller_runtime_reconcile",
             "Reconciles per controller and result",
-            reconcile_total.clone(),
+            Declared(reconcile_total.clone()),
         );
         registry.register(
             "controller_runtime_reconcile_errors",
             "Reconciles that ended in an error",
-            reconcile_errors.clone(),
+            Declared(reconcile_errors.clone()),
         );
         registry.register(
             "controller_runtime_reconcile_time_seconds",
@@ -146,29 +147,29 @@ impl Default for Metrics {
         registry.register(
             "modelsync_lambda_requests",
             "Lambda calls by ModelSync and outcome (yes, no, or the kind of error)",
-            lambda_requests.clone(),
+            Declared(lambda_requests.clone()),
         );
         registry.register(
             "modelsync_lambda_wait_seconds",
             "Seconds spent waiting for each ModelSync's lambda; divided by the rate of \
              modelsync_lambda_requests_total it is the mean latency per ModelSync",
-            lambda_seconds.clone(),
+            Declared(lambda_seconds.clone()),
         );
         registry.register(
             "modelsync_lambda_failing",
             "1 while a ModelSync's last lambda call failed, 0 once it answered",
-            lambda_failing.clone(),
+            Declared(lambda_failing.clone()),
         );
         registry.register(
             "modelsync_runs_finished",
             "PipelineRuns seen to finish, by ModelSync and result (Succeeded, Failed, Cancelled)",
-            runs_finished.clone(),
+            Declared(runs_finished.clone()),
         );
         registry.register(
             "modelsync_runs_failed_in_a_row",
             "Runs of a ModelSync that failed since its last successful run (cancelled runs \
              neither count nor reset; since this controller started)",
-            failed_in_a_row.clone(),
+            Declared(failed_in_a_row.clone()),
         );
         registry.register(
             "modelsync_api_writes",
@@ -184,7 +185,7 @@ impl Default for Metrics {
             "modelsync_leader",
             "1 while this replica holds its leader-election Lease (lease=\"\" without \
              --leader-elect, where every replica leads), 0 while it waits",
-            leader.clone(),
+            Declared(leader.clone()),
         );
         registry.register(
             "modelsync_polls_late",
@@ -374,6 +375,22 @@ mod tests {
 
     fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
         text.lines().find(|l| l.starts_with(prefix))
+    }
+
+    #[test]
+    fn labelled_families_are_described_before_their_first_series() {
+        let text = Metrics::default().encode();
+        for family in [
+            "# TYPE controller_runtime_reconcile counter",
+            "# TYPE modelsync_lambda_requests counter",
+            "# TYPE modelsync_lambda_wait_seconds counter",
+            "# TYPE modelsync_lambda_failing gauge",
+            "# TYPE modelsync_runs_finished counter",
+            "# TYPE modelsync_runs_failed_in_a_row gauge",
+            "# TYPE modelsync_leader gauge",
+        ] {
+            assert!(text.contains(family), "{family} missing from:\n{text}");
+        }
     }
 
     #[test]
