@@ -41,7 +41,7 @@ pub fn cache_key() -> Result<String> {
 }
 
 /// A hash of `go.mod`, `go.sum` and the `.go` files, by name and content.
-fn source_hash(src: &Path) -> Result<String> {
+pub(crate) fn source_hash(src: &Path) -> Result<String> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(src)
         .with_context(|| format!("reading {}", src.display()))?
         .map(|entry| entry.map(|e| e.path()))

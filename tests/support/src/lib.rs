@@ -40,6 +40,7 @@ pub mod kubectl;
 pub mod labelbot;
 pub mod node;
 pub mod process;
+pub mod promtool;
 pub mod tekton;
 pub mod tekton_real;
 pub mod wait;
