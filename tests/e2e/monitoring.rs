@@ -429,3 +429,91 @@ async fn every_metric_the_dashboard_and_rules_use_is_exported_by_a_real_process(
     );
     controller.stop();
 }
+
+/// The value of the series `series` (name and labels exactly as exported) in a scrape.
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// The series the alerts read move with what really happens: a run that fails and one that
+/// succeeds, a lambda that fails, a status write.
+#[tokio::test]
+async fn the_alerts_series_follow_a_real_modelsync() {
+    use kube::ResourceExt;
+    use modelsync_testenv::tekton::{self, RunEnd};
+    use serde_json::json;
+
+    let env = common::Env::new("monitoring-live").await;
+    let lambda = common::Lambda::start(env.logs.path()).await;
+    lambda
+        .answer(
+            "train",
+            json!({"needsSync": true, "parameters": {"model": "m-1"}}),
+        )
+        .await;
+    let controller = env.controller();
+    env.apply(common::modelsync(
+        "trainer",
+        &lambda.url("train"),
+        json!({}),
+    ))
+    .await;
+    let ms = format!("namespace=\"{}\",name=\"trainer\"", env.ns);
+    let wait = Duration::from_secs(30);
+
+    let run = env
+        .eventually(wait, "a run", || async {
+            env.runs_of("trainer").await.pop()
+        })
+        .await;
+    tekton::finish(&env.client, &env.ns, &run.name_any(), RunEnd::Failed)
+        .await
+        .unwrap();
+    let failed = format!("modelsync_runs_finished_total{{{ms},result=\"Failed\"}}");
+    let in_a_row = format!("modelsync_runs_failed_in_a_row{{{ms}}}");
+    env.eventually(wait, "the failed run counted", || async {
+        let text = controller.scrape().await.ok()?;
+        (sample(&text, &failed) == Some(1.0) && sample(&text, &in_a_row) == Some(1.0)).then_some(())
+    })
+    .await;
+
+    let second = env
+        .eventually(wait, "a second run", || async {
+            let runs = env.runs_of("trainer").await;
+            runs.into_iter().find(|r| r.name_any() != run.name_any())
+        })
+        .await;
+    // From now on the lambda answers a string, not an object: every call fails. Set before the
+    // run ends, or a "yes" would start a third run and rest the lambda (Forbid).
+    lambda.answer("train", json!("not an object")).await;
+    tekton::finish(&env.client, &env.ns, &second.name_any(), RunEnd::Succeeded)
+        .await
+        .unwrap();
+    env.eventually(wait, "a success resets the failures in a row", || async {
+        let text = controller.scrape().await.ok()?;
+        (sample(&text, &in_a_row) == Some(0.0)).then_some(())
+    })
+    .await;
+
+    let failing = format!("modelsync_lambda_failing{{{ms}}}");
+    let text = env
+        .eventually(wait, "the lambda flagged as failing", || async {
+            let text = controller.scrape().await.ok()?;
+            (sample(&text, &failing) == Some(1.0)).then_some(text)
+        })
+        .await;
+    let created =
+        "modelsync_api_writes_total{resource=\"pipelineruns\",verb=\"create\",result=\"ok\"}";
+    assert!(sample(&text, created) >= Some(2.0), "{text}");
+    let written = sample(&text, "modelsync_last_status_write_timestamp_seconds").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now - written).abs() < 60.0,
+        "last status write at {written}, now {now}"
+    );
+}
