@@ -4,11 +4,13 @@
 
 pub mod connect;
 pub mod egress;
+pub mod hook;
 pub mod lambda;
 #[cfg(feature = "client")]
 pub mod lambda_client;
 pub mod modelsync;
 pub mod pipelinerun;
+pub mod run_history;
 
 pub use modelsync::{ModelSync, ModelSyncSpec, ModelSyncStatus};
 pub use pipelinerun::PipelineRun;

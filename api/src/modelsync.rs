@@ -18,6 +18,10 @@ use crate::lambda::ParamValue;
 pub const GROUP: &str = "modelsync.dev";
 /// Label on every run: the name of the ModelSync that started it.
 pub const LABEL_NAME: &str = "modelsync.dev/name";
+/// Label on a ModelSync choosing the controller shard that reconciles it (`modelsync
+/// controller --shard NAME`); without it, the controller started without `--shard` does. Its
+/// runs carry the same label, so each shard's run watch selects only its own runs.
+pub const LABEL_SHARD: &str = "modelsync.dev/shard";
 /// Annotation asking for a check now; any new value counts (like Flux's `requestedAt`).
 pub const ANNOTATION_REQUESTED_AT: &str = "modelsync.dev/requested-at";
 /// Annotation holding the mapped parameters of the decision that started a run (JSON).
@@ -97,6 +101,94 @@ pub struct ModelSyncSpec {
     /// system roots), `tls.crt` and `tls.key` (a client certificate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lambda_secret_ref: Option<SecretRef>,
+
+    /// Receivers told about runs and lambda trouble. Each names a Secret in this namespace
+    /// holding `address` (the receiver's URL), and optionally `token` (sent as
+    /// `Authorization: Bearer`) and `hmacKey` (`generic` signs the body with it). A receiver
+    /// that is down or misconfigured never delays polling or runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<NotifyTarget>,
+}
+
+/// One receiver of notifications.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotifyTarget {
+    /// The Secret with `address`, and optionally `token` and `hmacKey`.
+    pub secret_ref: SecretRef,
+    /// How the notification is written.
+    pub format: NotifyFormat,
+    /// Which events are sent; by default all but `RunStarted`.
+    #[serde(default = "default_notify_events")]
+    pub events: Vec<NotifyEvent>,
+}
+
+/// The shape of a notification on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyFormat {
+    /// A Slack incoming-webhook message (`{"text": ..., "blocks": [...]}`).
+    Slack,
+    /// A CloudEvents 1.0 event in binary HTTP mode (`ce-*` headers, JSON data).
+    Cloudevents,
+    /// A JSON document like Flux's notification events; signed when the Secret has `hmacKey`.
+    Generic,
+}
+
+impl NotifyFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyFormat::Slack => "slack",
+            NotifyFormat::Cloudevents => "cloudevents",
+            NotifyFormat::Generic => "generic",
+        }
+    }
+}
+
+/// What a notification tells about.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub enum NotifyEvent {
+    /// The controller started (or adopted) a PipelineRun.
+    RunStarted,
+    RunSucceeded,
+    RunFailed,
+    RunCancelled,
+    /// The lambda failed 3 times in a row (errors, unusable answers, credentials).
+    LambdaFailing,
+    /// The lambda answered usably again after failing.
+    Recovered,
+}
+
+impl NotifyEvent {
+    pub const ALL: [NotifyEvent; 6] = [
+        NotifyEvent::RunStarted,
+        NotifyEvent::RunSucceeded,
+        NotifyEvent::RunFailed,
+        NotifyEvent::RunCancelled,
+        NotifyEvent::LambdaFailing,
+        NotifyEvent::Recovered,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyEvent::RunStarted => "RunStarted",
+            NotifyEvent::RunSucceeded => "RunSucceeded",
+            NotifyEvent::RunFailed => "RunFailed",
+            NotifyEvent::RunCancelled => "RunCancelled",
+            NotifyEvent::LambdaFailing => "LambdaFailing",
+            NotifyEvent::Recovered => "Recovered",
+        }
+    }
+}
+
+/// Everything but `RunStarted`: a start is routine; its end says whether it worked.
+pub fn default_notify_events() -> Vec<NotifyEvent> {
+    NotifyEvent::ALL
+        .into_iter()
+        .filter(|e| *e != NotifyEvent::RunStarted)
+        .collect()
 }
 
 fn default_poll_interval() -> String {
@@ -302,6 +394,21 @@ fn preserve_unknown_object(_: &mut schemars::SchemaGenerator) -> schemars::Schem
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notify_events_default_to_all_but_run_started() {
+        let target: NotifyTarget = serde_json::from_value(serde_json::json!({
+            "secretRef": {"name": "hook"}, "format": "cloudevents"
+        }))
+        .unwrap();
+        assert_eq!(target.format, NotifyFormat::Cloudevents);
+        assert_eq!(target.events.len(), 5);
+        assert!(!target.events.contains(&NotifyEvent::RunStarted));
+        let bad = serde_json::from_value::<NotifyTarget>(serde_json::json!({
+            "secretRef": {"name": "hook"}, "format": "teams"
+        }));
+        assert!(bad.is_err());
+    }
 
     #[test]
     fn durations_parse_like_go() {

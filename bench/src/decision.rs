@@ -151,6 +151,7 @@ fn floor_body(owner: &ModelSync, model: &str) -> Result<DynamicObject> {
         params: &params,
         answer: &answer,
         decided_at: &Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+        shard: None,
     })
     .map_err(|e| anyhow::anyhow!("floor run: {}", e.0))?;
     Ok(serde_json::from_value(body)?)
@@ -347,7 +348,8 @@ pub async fn run(opts: &Opts) -> Result<Vec<Figure>> {
     drop(watch);
     drop(cp);
     let within_5ms = |v: f64, f: Option<f64>| v <= f.unwrap_or(f64::NAN) + 5.0;
-    Ok(vec![
+    let mut figures = writes_figures(opts).await?;
+    figures.extend(vec![
         Figure::new("decision", "decision→run p50", "ms", one.p50).with_floor(one_floor.p50),
         Figure::new("decision", "decision→run p99", "ms", one.p99)
             .with_floor(one_floor.p99)
@@ -359,5 +361,32 @@ pub async fn run(opts: &Opts) -> Result<Vec<Figure>> {
         Figure::new("decision", "requested-at→run p50", "ms", req.p50),
         Figure::new("decision", "requested-at→run p99", "ms", req.p99)
             .with_target("< 100", |v, _| v < 100.0),
-    ])
+    ]);
+    Ok(figures)
+}
+
+/// API writes per run life, by kind, and in all. Counted once (a count, not a timing) on a
+/// control plane of its own, so the latency runs' writes do not mix in.
+pub async fn writes_figures(opts: &Opts) -> Result<Vec<Figure>> {
+    let per_run = crate::writes::per_run(opts).await?;
+    let total: f64 = per_run.values().sum();
+    eprintln!("   API writes per run: {total:.2} in all: {per_run:?}");
+    let mut figures: Vec<Figure> = per_run
+        .iter()
+        .map(|(kind, n)| {
+            Figure::new(
+                "decision",
+                &format!("writes per run: {kind}"),
+                "writes",
+                vec![*n],
+            )
+        })
+        .collect();
+    figures.push(Figure::new(
+        "decision",
+        "API writes per run (all)",
+        "writes",
+        vec![total],
+    ));
+    Ok(figures)
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -30,12 +30,24 @@ pub async fn start_controller(
     ns: &str,
     logs: &Path,
 ) -> Result<Controller> {
+    start_controller_with(cp, bin, ns, logs, &[]).await
+}
+
+/// [`start_controller`] with more flags, such as `--shard NAME`.
+pub async fn start_controller_with(
+    cp: &ControlPlane,
+    bin: &Path,
+    ns: &str,
+    logs: &Path,
+    extra: &[String],
+) -> Result<Controller> {
     // MODELSYNC_BENCH_LOGS keeps the controller's log past the run, for a closer look.
     let dir =
         std::env::var_os("MODELSYNC_BENCH_LOGS").map_or_else(|| logs.to_path_buf(), PathBuf::from);
     let command = ControllerCommand::new(bin, cp.kubeconfig())
         .namespace(ns)
         .arg("--concurrency=64")
+        .args(extra.iter().cloned())
         .env("RUST_LOG", "warn")
         .log_dir(&dir);
     let mut controller = spawn_controller(command)?;
@@ -168,6 +180,12 @@ impl Drop for AbortOnDrop {
 
 impl FastLambda {
     pub async fn start(answer: Answerer) -> Result<Self> {
+        Self::start_on(0, answer).await
+    }
+
+    /// On a fixed loopback `port` (0: any free one), for a fleet kept between runs whose
+    /// ModelSyncs name the lambda's address.
+    pub async fn start_on(port: u16, answer: Answerer) -> Result<Self> {
         let calls: CallLog = Arc::default();
         let state = (answer, calls.clone());
         let app = Router::new()
@@ -192,7 +210,9 @@ impl FastLambda {
                 ),
             )
             .with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .with_context(|| format!("binding the benchmark's lambda to 127.0.0.1:{port}"))?;
         let url = format!("http://{}/needsSync", listener.local_addr()?);
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

@@ -14,7 +14,7 @@ use kube::Resource;
 use kube::ResourceExt;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use modelsync_api::ModelSync;
-use modelsync_api::modelsync::{ANNOTATION_PARAMETERS, ANNOTATION_REASON, LABEL_NAME};
+use modelsync_api::modelsync::{ANNOTATION_PARAMETERS, ANNOTATION_REASON, LABEL_NAME, LABEL_SHARD};
 use modelsync_testenv::tekton::{self, RunEnd};
 use serde_json::json;
 
@@ -30,41 +30,85 @@ const LAG_ALLOWANCE: Duration = Duration::from_secs(2);
 
 const RUNS_EACH: usize = 3;
 
-struct Reading {
-    cold_start_s: f64,
+pub struct Reading {
+    pub cold_start_s: f64,
     /// Achieved polls over expected (one per period): the period over the mean interval.
-    polls_ratio: f64,
+    pub polls_ratio: f64,
     /// ModelSyncs polled a second time within period + jitter + the lag allowance.
-    repolled_ratio: f64,
-    lag_p50_s: f64,
-    lag_p99_s: f64,
-    cpu_cores: f64,
-    peak_rss_mb: f64,
-    rss_mb: f64,
-    idle_writes_per_min: f64,
+    pub repolled_ratio: f64,
+    pub lag_p50_s: f64,
+    pub lag_p99_s: f64,
+    pub cpu_cores: f64,
+    pub peak_rss_mb: f64,
+    pub rss_mb: f64,
+    pub idle_writes_per_min: f64,
 }
 
-/// The status of the `k`th of a ModelSync's old runs: succeeded `RUNS_EACH - k` days ago. A
+/// The status of the `k`th of a ModelSync's `each` old runs: succeeded `each - k` days ago. A
 /// history, not runs that just finished: those would hold the next poll back by a period
 /// (the settle after a run), which is not the steady state measured here.
-fn history(k: usize) -> serde_json::Value {
+fn history(each: usize, k: usize) -> serde_json::Value {
     let days_ago = |d: i64| {
         (Utc::now() - chrono::Duration::days(d)).to_rfc3339_opts(SecondsFormat::Secs, true)
     };
-    let (start, end) = (
-        days_ago((RUNS_EACH - k) as i64 + 1),
-        days_ago((RUNS_EACH - k) as i64),
-    );
+    let (start, end) = (days_ago((each - k) as i64 + 1), days_ago((each - k) as i64));
     json!({"status": tekton::ended(RunEnd::Succeeded, &start, &end)})
 }
 
-/// Creates `n` ModelSyncs named `m<i>` with `RUNS_EACH` finished runs each.
+/// How a fleet is made: finished runs per ModelSync, and the shard label of the `i`th, if any.
+#[derive(Clone, Copy)]
+pub struct Shape {
+    pub runs_each: usize,
+    pub shards: usize,
+}
+
+impl Shape {
+    fn shard_of(&self, i: usize) -> Option<String> {
+        (self.shards > 0).then(|| format!("s{}", i % self.shards))
+    }
+}
+
+/// `AlreadyExists` is success: a fleet whose creation was cut short is completed, not redone.
+fn created<T>(result: kube::Result<T>) -> Result<()> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates ModelSyncs `m<from>..m<to>` with `RUNS_EACH` finished runs each.
 async fn populate(
     client: &kube::Client,
     ns: &str,
     from: usize,
     to: usize,
     url: &str,
+) -> Result<()> {
+    populate_shaped(
+        client,
+        ns,
+        from,
+        to,
+        url,
+        Shape {
+            runs_each: RUNS_EACH,
+            shards: 0,
+        },
+    )
+    .await
+}
+
+/// Creates ModelSyncs `m<from>..m<to>` as `shape` says, each with its finished runs; the shard
+/// label, when there is one, on the ModelSync and its runs alike (as the controller labels
+/// the runs it creates).
+pub async fn populate_shaped(
+    client: &kube::Client,
+    ns: &str,
+    from: usize,
+    to: usize,
+    url: &str,
+    shape: Shape,
 ) -> Result<()> {
     let ms_ar = ApiResource::erase::<ModelSync>(&());
     let ms_api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ms_ar);
@@ -76,24 +120,34 @@ async fn populate(
             let url = url.to_owned();
             async move {
                 let name = format!("m{i}");
-                let obj: DynamicObject = serde_json::from_value(env::modelsync(&name, &url, "60s"))?;
-                let ms = ms_api.create(&PostParams::default(), &obj).await?;
-                let uid = ms.uid().unwrap_or_default();
-                for k in 0..RUNS_EACH {
+                let mut body = env::modelsync(&name, &url, "60s");
+                let mut labels = json!({LABEL_NAME: name});
+                if let Some(shard) = shape.shard_of(i) {
+                    body["metadata"]["labels"] = json!({LABEL_SHARD: shard});
+                    labels[LABEL_SHARD] = shard.into();
+                }
+                let obj: DynamicObject = serde_json::from_value(body)?;
+                created(ms_api.create(&PostParams::default(), &obj).await)?;
+                let uid = ms_api.get(&name).await?.uid().unwrap_or_default();
+                for k in 0..shape.runs_each {
                     let run = format!("{name}-old{k}");
                     let obj: DynamicObject = serde_json::from_value(json!({
                         "apiVersion": "tekton.dev/v1", "kind": "PipelineRun",
                         "metadata": {
                             "name": run,
-                            "labels": {LABEL_NAME: name},
+                            "labels": labels,
                             "annotations": {ANNOTATION_PARAMETERS: "{\"model-id\":\"m-1\"}", ANNOTATION_REASON: "benchmark history"},
                             "ownerReferences": [{"apiVersion": ModelSync::api_version(&()), "kind": ModelSync::kind(&()), "name": name, "uid": uid, "controller": true}],
                         },
                         "spec": {"pipelineRef": {"name": "deploy"}, "params": [{"name": "model-id", "value": "m-1"}]},
                     }))?;
-                    runs_api.create(&PostParams::default(), &obj).await?;
+                    created(runs_api.create(&PostParams::default(), &obj).await)?;
                     runs_api
-                        .patch_status(&run, &PatchParams::default(), &Patch::Merge(history(k)))
+                        .patch_status(
+                            &run,
+                            &PatchParams::default(),
+                            &Patch::Merge(history(shape.runs_each, k)),
+                        )
                         .await?;
                 }
                 anyhow::Ok(i)
@@ -104,7 +158,8 @@ async fn populate(
         .await;
     made.into_iter().collect::<Result<Vec<_>>>()?;
     eprintln!(
-        "   created ModelSyncs m{from}..m{to} with {RUNS_EACH} finished runs each in {:.0}s",
+        "   created ModelSyncs m{from}..m{to} with {} finished runs each in {:.0}s",
+        shape.runs_each,
         started.elapsed().as_secs_f64()
     );
     Ok(())
@@ -132,21 +187,45 @@ async fn measure(
     lambda: &FastLambda,
     logs: &std::path::Path,
 ) -> Result<Reading> {
+    measure_with(cp, client, opts, ns, n, lambda, logs, &[vec![]]).await
+}
+
+/// [`measure`] with one controller per entry of `controllers` (its extra flags, such as
+/// `--shard s0`), all started at once: RSS is the largest one's, CPU and lag are all of theirs.
+#[allow(clippy::too_many_arguments)]
+pub async fn measure_with(
+    cp: &modelsync_testenv::ControlPlane,
+    client: &kube::Client,
+    opts: &Opts,
+    ns: &str,
+    n: usize,
+    lambda: &FastLambda,
+    logs: &std::path::Path,
+    controllers: &[Vec<String>],
+) -> Result<Reading> {
     lambda.calls.lock().unwrap().clear();
     let started = Instant::now();
-    let controller = env::start_controller(cp, &opts.modelsync, ns, logs).await?;
-    let pid = controller
-        .pid()
+    let running = futures::future::try_join_all(
+        controllers
+            .iter()
+            .map(|extra| env::start_controller_with(cp, &opts.modelsync, ns, logs, extra)),
+    )
+    .await?;
+    let pids = running
+        .iter()
+        .map(|c| c.pid())
+        .collect::<Option<Vec<u32>>>()
         .ok_or_else(|| anyhow::anyhow!("controller pid not found"))?;
+    let cpu = |pids: &[u32]| -> Result<f64> { pids.iter().map(|p| env::cpu_seconds(*p)).sum() };
     // Cold start: until every ModelSync was asked once.
-    let deadline = Instant::now() + Duration::from_secs(600);
+    let deadline = Instant::now() + Duration::from_secs(900);
     loop {
         let asked = lambda.calls.lock().unwrap().len();
         if asked >= n {
             break;
         }
         if Instant::now() > deadline {
-            bail!("only {asked} of {n} ModelSyncs were polled within 600s");
+            bail!("only {asked} of {n} ModelSyncs were polled within 900s");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -156,7 +235,7 @@ async fn measure(
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (a0, c0, t0) = (
         env::api_writes(&env::apiserver_metrics(cp, client).await?),
-        env::cpu_seconds(pid)?,
+        cpu(&pids)?,
         Instant::now(),
     );
     let last_first = lambda
@@ -170,23 +249,39 @@ async fn measure(
     let on_time = PERIOD.mul_f64(1.0 + JITTER) + LAG_ALLOWANCE;
     let end = last_first + on_time;
     tokio::time::sleep_until(end.into()).await;
-    let (m1, a1, c1) = (
-        controller.scrape().await?,
+    let mut scrapes = Vec::new();
+    for c in &running {
+        scrapes.push(c.scrape().await?);
+    }
+    let (a1, c1) = (
         env::api_writes(&env::apiserver_metrics(cp, client).await?),
-        env::cpu_seconds(pid)?,
+        cpu(&pids)?,
     );
     let secs = t0.elapsed().as_secs_f64();
-    let (rss, peak) = env::rss_mb(pid)?;
+    let (mut rss, mut peak) = (0.0f64, 0.0f64);
+    for pid in &pids {
+        let (r, p) = env::rss_mb(*pid)?;
+        (rss, peak) = (rss.max(r), peak.max(p));
+    }
     // Lag is only recorded for polls with a planned time, so not for the first ones: the
-    // whole histogram is the steady state's.
-    let lag = env::histogram(&m1, "modelsync_poll_lag_seconds");
+    // whole histogram is the steady state's. The controllers' buckets add up.
+    let lag = scrapes
+        .iter()
+        .map(|m| env::histogram(m, "modelsync_poll_lag_seconds"))
+        .reduce(|a, b| {
+            a.iter()
+                .zip(&b)
+                .map(|((le, x), (_, y))| (*le, x + y))
+                .collect()
+        })
+        .unwrap_or_default();
     let intervals = poll_intervals(&lambda.calls.lock().unwrap(), end);
     let mean_interval = intervals.iter().sum::<f64>() / intervals.len().max(1) as f64;
     let repolled = intervals
         .iter()
         .filter(|i| **i <= on_time.as_secs_f64())
         .count();
-    drop(controller);
+    drop(running);
     let r = Reading {
         cold_start_s,
         polls_ratio: PERIOD.as_secs_f64() / mean_interval,

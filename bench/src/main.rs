@@ -5,9 +5,12 @@
 mod decision;
 mod env;
 mod fleet;
+mod fleet_100k;
 mod lambdas;
 mod mirror;
+mod push;
 mod report;
+mod writes;
 
 use std::path::PathBuf;
 
@@ -34,9 +37,16 @@ struct Cli {
 enum Bench {
     Decision,
     Scale,
+    /// 100,000 ModelSyncs: one controller, then 4 shards (not in the default set: the fleet
+    /// is made once, minutes, and each measurement lasts several poll periods).
+    #[value(name = "scale-100k")]
+    Scale100k,
     Memory,
     Lambdas,
     Mirror,
+    /// Only the API writes per run life, which `decision` also counts.
+    Writes,
+    Push,
 }
 
 /// What every benchmark gets.
@@ -54,6 +64,7 @@ fn main() -> anyhow::Result<()> {
             Bench::Memory,
             Bench::Lambdas,
             Bench::Mirror,
+            Bench::Push,
         ]
     } else {
         cli.names.clone()
@@ -78,8 +89,11 @@ fn main() -> anyhow::Result<()> {
         let figures: Vec<report::Figure> = rt.block_on(async {
             match name {
                 Bench::Decision => decision::run(&opts).await,
+                Bench::Writes => decision::writes_figures(&opts).await,
+                Bench::Scale100k => fleet_100k::run(&opts).await,
                 Bench::Lambdas => lambdas::run(&opts).await,
                 Bench::Mirror => mirror::run(&opts).await,
+                Bench::Push => push::run(&opts).await,
                 Bench::Scale | Bench::Memory => fleet::run(&opts).await,
             }
         })?;

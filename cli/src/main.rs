@@ -31,8 +31,11 @@ enum Command {
     },
     /// One line per ModelSync: ready, status, why, active run, last success, next poll.
     Get(verbs::get::GetArgs),
-    /// Ask a ModelSync's lambda now; with --wait, follow the decision and the run.
+    /// Ask a ModelSync's lambda now; with --wait, follow the decision and the run; with
+    /// --dry-run, ask it from here and show what the controller would do.
     Sync(verbs::sync::SyncArgs),
+    /// A ModelSync's decisions and runs, newest first: why, result, duration, pull request.
+    History(verbs::history::HistoryArgs),
     /// Stop lambda calls and new runs of a ModelSync (a running run continues).
     Suspend(verbs::suspend::SuspendArgs),
     /// Undo `suspend`.
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
     let verb = match cli.command {
         Command::Get(args) => verbs::block_on(verbs::get::run(args)),
         Command::Sync(args) => verbs::block_on(verbs::sync::run(args)),
+        Command::History(args) => verbs::block_on(verbs::history::run(args)),
         Command::Suspend(args) => verbs::block_on(verbs::suspend::run(args, true)),
         Command::Resume(args) => verbs::block_on(verbs::suspend::run(args, false)),
         other => return exit(tool(other)),
@@ -79,7 +83,11 @@ fn tool(command: Command) -> anyhow::Result<()> {
         Command::Mirror(args) => modelsync_lambdas::mirror::run(args),
         Command::LambdaCheck(args) => modelsync_lambdas::check::run(args),
         Command::BumpPr(args) => modelsync_bump_pr::main(args),
-        Command::Get(_) | Command::Sync(_) | Command::Suspend(_) | Command::Resume(_) => {
+        Command::Get(_)
+        | Command::Sync(_)
+        | Command::History(_)
+        | Command::Suspend(_)
+        | Command::Resume(_) => {
             unreachable!("verbs are handled in main")
         }
     }

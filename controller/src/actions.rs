@@ -2,10 +2,14 @@
 //! run, write status and its events. Each takes what the plan decided and reports what the
 //! API server made of it; none decides anything.
 
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
+use modelsync_api::modelsync::{LABEL_NAME, LABEL_SHARD};
 use modelsync_api::pipelinerun::SPEC_STATUS_CANCELLED;
+use modelsync_api::run_history::{Collected, REASON_RUN_COLLECTED};
 use modelsync_api::{ModelSync, ModelSyncStatus, PipelineRun};
 use serde_json::json;
 use tracing::warn;
@@ -13,6 +17,8 @@ use tracing::warn;
 use crate::context::Context;
 use crate::metrics::WriteResult;
 use crate::plan::{Created, run_ref};
+use crate::runs::RunRecord;
+use crate::shard::{ListedRun, Shard};
 use crate::status::{self, Observation};
 
 /// The controller's field manager on the API server.
@@ -93,6 +99,48 @@ pub async fn cancel_run(ctx: &Context, ns: &str, run: &str) -> Result<(), Error>
     }
 }
 
+/// Every run labelled for ModelSync `ns/name`, whatever its shard label: asked of the API
+/// server, not the index, which holds only this shard's runs. Metadata only.
+pub async fn list_runs_of(ctx: &Context, ns: &str, name: &str) -> Result<Vec<ListedRun>, Error> {
+    let api = Api::<PipelineRun>::namespaced(ctx.client.clone(), ns);
+    let lp = ListParams::default().labels(&format!("{LABEL_NAME}={name}"));
+    let list = api
+        .list_metadata(&lp)
+        .await
+        .map_err(kube_err(format!("listing the runs of {ns}/{name}")))?;
+    Ok(list
+        .items
+        .into_iter()
+        .map(|run| ListedRun {
+            controller_uid: run
+                .owner_references()
+                .iter()
+                .find(|o| o.controller == Some(true))
+                .map(|o| o.uid.clone()),
+            name: run.name_any(),
+            labels: run.metadata.labels.unwrap_or_default(),
+        })
+        .collect())
+}
+
+/// Gives a run `shard`'s label (removes it for the unlabelled shard); one already gone is fine.
+pub async fn relabel_run(ctx: &Context, ns: &str, run: &str, shard: &Shard) -> Result<(), Error> {
+    let api = Api::<PipelineRun>::namespaced(ctx.client.clone(), ns);
+    // A merge patch: `null` deletes the label, and no other label is touched.
+    let patch = json!({"metadata": {"labels": {LABEL_SHARD: shard.name()}}});
+    match api
+        .patch(run, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(kube_err(format!(
+            "moving run {ns}/{run} to {}",
+            shard.describe()
+        ))(e)),
+    }
+}
+
 /// Creates a run. Its name is deterministic per decision, so `AlreadyExists` means an earlier
 /// pass (before a restart) created it: adopted, not a second run.
 pub async fn create_run(
@@ -129,17 +177,49 @@ pub async fn create_run(
     }
 }
 
+/// Tells, in an Event on the ModelSync, which run was collected and how it had ended: once
+/// deleted, a run leaves no other trace, and `modelsync history` reads these.
+pub async fn record_collected(ms: &ModelSync, ctx: &Context, run: &RunRecord) {
+    let ns = ms.namespace().unwrap_or_default();
+    let note = Collected {
+        run: run.name.clone(),
+        result: run.result,
+        decided_at: run.decided_at,
+    }
+    .note();
+    let event = Event {
+        type_: EventType::Normal,
+        reason: REASON_RUN_COLLECTED.into(),
+        note: Some(note),
+        action: "Collect".into(),
+        secondary: Some(run_ref(&ns, &run.name, run.uid.clone())),
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &ms.object_ref(&())).await {
+        // As with every event: a courtesy, never a reason to fail the pass.
+        warn!(modelsync = %format!("{ns}/{}", ms.name_any()), "could not publish event {REASON_RUN_COLLECTED}: {e}");
+    }
+}
+
+/// What [`write_status`] left on the server: the status, and the events it published.
+pub struct Written {
+    pub status: ModelSyncStatus,
+    pub events: Vec<status::EventSpec>,
+}
+
 /// Writes status if it changed, then publishes the events the change deserves.
 pub async fn write_status(
     ms: &ModelSync,
     ctx: &Context,
     obs: &Observation,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), Error> {
+) -> Result<Written, Error> {
     let prev: ModelSyncStatus = ms.status.clone().unwrap_or_default();
     let next = status::next_status(&prev, obs, now);
     if next == prev {
-        return Ok(());
+        return Ok(Written {
+            status: prev,
+            events: Vec::new(),
+        });
     }
     let ns = ms.namespace().unwrap_or_default();
     let name = ms.name_any();
@@ -162,7 +242,8 @@ pub async fn write_status(
     ctx.metrics.status_written(std::time::SystemTime::now());
 
     let me = ms.object_ref(&());
-    for ev in status::events(&prev, &next, obs) {
+    let events = status::events(&prev, &next, obs);
+    for ev in &events {
         let event = Event {
             type_: if ev.warning {
                 EventType::Warning
@@ -179,5 +260,8 @@ pub async fn write_status(
             warn!(modelsync = %format!("{ns}/{name}"), "could not publish event {}: {e}", ev.reason);
         }
     }
-    Ok(())
+    Ok(Written {
+        status: next,
+        events,
+    })
 }

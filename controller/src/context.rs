@@ -1,15 +1,18 @@
 //! What every pass shares: the API client, the run index, the lambda clients, the event
-//! recorder, the metrics and the schedule.
+//! recorder, the metrics, the schedule and the notification queue.
 
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use kube::runtime::events::Recorder;
 use modelsync_api::egress::EgressRules;
 
 use crate::lambda_clients::LambdaClients;
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::run_index::RunIndex;
 use crate::schedule::Schedule;
+use crate::shard::Shard;
 
 /// Everything a pass needs, shared by all passes.
 pub struct Context {
@@ -19,6 +22,11 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub schedule: Schedule,
+    pub shard: Shard,
+    /// Per ModelSync (by uid), runs its status names that a look outside the index found
+    /// nowhere (deleted by hand; see [`crate::shard`]): not looked for again by this process.
+    missing_runs: Mutex<HashMap<String, BTreeSet<String>>>,
+    pub notifier: Notifier,
 }
 
 impl Context {
@@ -28,6 +36,8 @@ impl Context {
         recorder: Recorder,
         metrics: Arc<Metrics>,
         egress: EgressRules,
+        shard: Shard,
+        notifier: Notifier,
     ) -> Self {
         Context {
             lambdas: LambdaClients::new(client.clone(), egress),
@@ -36,11 +46,33 @@ impl Context {
             recorder,
             metrics,
             schedule: Schedule::default(),
+            shard,
+            missing_runs: Mutex::default(),
+            notifier,
         }
     }
 
-    /// Forgets a deleted ModelSync.
+    /// Forgets a ModelSync that was deleted or moved to another shard: should it come back,
+    /// its runs are looked for again.
     pub fn forget(&self, uid: &str) {
         self.schedule.forget(uid);
+        self.notifier.forget(uid);
+        self.missing().remove(uid);
+    }
+
+    /// Whether a look already found run `name` of ModelSync `uid` nowhere.
+    pub fn run_known_missing(&self, uid: &str, name: &str) -> bool {
+        self.missing().get(uid).is_some_and(|m| m.contains(name))
+    }
+
+    pub fn mark_runs_missing(&self, uid: &str, names: BTreeSet<String>) {
+        self.missing()
+            .entry(uid.to_owned())
+            .or_default()
+            .extend(names);
+    }
+
+    fn missing(&self) -> std::sync::MutexGuard<'_, HashMap<String, BTreeSet<String>>> {
+        self.missing_runs.lock().expect("missing_runs lock")
     }
 }

@@ -3,6 +3,7 @@
 //! shutdown.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -17,9 +18,11 @@ use modelsync_api::egress::{CidrList, DEFAULT_DENY, EgressRules};
 use tracing::{info, warn};
 
 use crate::metrics::Metrics;
+use crate::notify::{self, Notifier};
 use crate::reconcile::{Context, error_policy, reconcile};
 use crate::run_index::RunIndex;
-use crate::{admin, lease, watches};
+use crate::shard::{InvalidShard, Shard};
+use crate::{admin, lease, list_strategy, receiver, watches};
 
 /// Flags of `modelsync controller`.
 #[derive(clap::Args, Debug, Clone)]
@@ -40,7 +43,12 @@ pub struct ControllerArgs {
     /// Namespace of the leader-election Lease (default: the pod's namespace, else `default`).
     #[arg(long, env = "MODELSYNC_LEADER_ELECTION_NAMESPACE")]
     pub leader_election_namespace: Option<String>,
-    /// Name of the leader-election Lease.
+    /// Reconcile only ModelSyncs labelled `modelsync.dev/shard=NAME` (and their runs); without
+    /// it, only those without the label. Each shard elects its own leader, on the Lease
+    /// `<leader-election-id>-NAME`.
+    #[arg(long, env = "MODELSYNC_SHARD", value_name = "NAME", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
+    /// Name of the leader-election Lease (a shard's is this, then `-NAME`).
     #[arg(
         long,
         default_value = "modelsync-controller",
@@ -50,6 +58,66 @@ pub struct ControllerArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "MODELSYNC_LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// Serve `POST /hook/lambda-changed` (see README, "Change to run without a poll"); the file
+    /// holds the token hooks must send as a bearer token or HMAC key. Off without it.
+    #[arg(long, env = "MODELSYNC_RECEIVER_TOKEN_FILE")]
+    pub receiver_token_file: Option<PathBuf>,
+    /// Address of the hook receiver (with --receiver-token-file).
+    #[arg(long, default_value = "0.0.0.0:8081", env = "MODELSYNC_RECEIVER_ADDR")]
+    pub receiver_addr: SocketAddr,
+    /// `requested-at` annotations the receiver writes per second at most, over all ModelSyncs
+    /// (one ModelSync is written at most once a second whatever this is).
+    #[arg(
+        long,
+        default_value_t = 20.0,
+        env = "MODELSYNC_RECEIVER_WRITES_PER_SECOND"
+    )]
+    pub receiver_writes_per_second: f64,
+    #[command(flatten)]
+    pub egress: EgressArgs,
+    #[command(flatten)]
+    pub notify: NotifyArgs,
+}
+
+/// How notifications (`spec.notify`) are delivered.
+#[derive(clap::Args, Debug, Clone)]
+pub struct NotifyArgs {
+    /// Notifications waiting to be sent, at most; more are dropped and counted in
+    /// modelsync_notifications_dropped.
+    #[arg(long, default_value_t = 1000, env = "MODELSYNC_NOTIFY_QUEUE_SIZE")]
+    pub notify_queue_size: usize,
+    /// How long a notification receiver may take to answer one attempt.
+    #[arg(long, default_value = "10s", value_parser = duration_arg, env = "MODELSYNC_NOTIFY_TIMEOUT")]
+    pub notify_timeout: Duration,
+    /// Attempts per notification (waits of 1s, 2s, 4s... up to 5m between them).
+    #[arg(long, default_value_t = 10, env = "MODELSYNC_NOTIFY_ATTEMPTS")]
+    pub notify_attempts: u32,
+    /// After a start, each ModelSync's runs that started or ended this recently are notified
+    /// again (receivers drop repeats by id): what the last process queued and did not deliver.
+    #[arg(long, default_value = "1h", value_parser = duration_arg, env = "MODELSYNC_NOTIFY_REPLAY_WINDOW")]
+    pub notify_replay_window: Duration,
+}
+
+impl NotifyArgs {
+    pub fn settings(&self) -> notify::Settings {
+        notify::Settings {
+            queue: self.notify_queue_size,
+            timeout: self.notify_timeout,
+            attempts: self.notify_attempts.max(1),
+            replay_window: self.notify_replay_window,
+            ..notify::Settings::default()
+        }
+    }
+}
+
+fn duration_arg(text: &str) -> Result<Duration, String> {
+    modelsync_api::modelsync::parse_duration(text)
+}
+
+/// Where lambda calls may connect. A flag group of its own so `modelsync sync --dry-run` asks
+/// a lambda under the same flags and defaults as the controller.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EgressArgs {
     /// CIDRs a lambda's address must be in, comma-separated; empty allows any address the
     /// deny list does not refuse.
     #[arg(long, default_value = "", env = "MODELSYNC_LAMBDA_ALLOW_CIDRS")]
@@ -61,7 +129,20 @@ pub struct ControllerArgs {
     pub lambda_deny_cidrs: CidrList,
 }
 
+impl EgressArgs {
+    pub fn rules(&self) -> EgressRules {
+        EgressRules {
+            allow: self.lambda_allow_cidrs.clone(),
+            deny: self.lambda_deny_cidrs.clone(),
+        }
+    }
+}
+
 pub use modelsync_telemetry::LogFormat;
+
+fn parse_shard(name: &str) -> Result<Shard, InvalidShard> {
+    Shard::named(name)
+}
 
 /// Entry point of the subcommand; `target` is the cluster `--kubeconfig`/`--context` chose.
 pub fn main(args: ControllerArgs, target: KubeTarget) -> Result<()> {
@@ -90,23 +171,34 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
     // Serve /healthz while waiting to lead; /readyz turns ready only once leading and synced.
     admin::serve(args.metrics_addr, metrics.clone(), ready.clone()).await?;
+    let receiver = match &args.receiver_token_file {
+        Some(token_file) => Some(
+            receiver::bind(receiver::ReceiverSettings {
+                addr: args.receiver_addr,
+                token_file: token_file.clone(),
+                writes_per_second: args.receiver_writes_per_second,
+            })
+            .await?,
+        ),
+        None => None,
+    };
+    let shard = args.shard.clone().unwrap_or_default();
     let elector = match args.leader_elect {
         true => {
             let ns = lease::namespace(args.leader_election_namespace.as_deref());
+            let lease_name = shard.lease_name(&args.leader_election_id);
             let elector = Arc::new(lease::Elector::new(
                 Api::namespaced(client.clone(), &ns),
-                args.leader_election_id.clone(),
+                lease_name.clone(),
                 lease::identity(),
                 Duration::from_secs(15),
             ));
             // Waiting replicas say so, so "no leader" is visible as every replica at 0.
             metrics.leading(&elector.name, false);
-            elector.acquire().await.with_context(|| {
-                format!(
-                    "taking the leader-election Lease {ns}/{}",
-                    args.leader_election_id
-                )
-            })?;
+            elector
+                .acquire()
+                .await
+                .with_context(|| format!("taking the leader-election Lease {ns}/{lease_name}"))?;
             metrics.leading(&elector.name, true);
             Some(elector)
         }
@@ -117,6 +209,7 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
     };
 
     let (modelsyncs, runs_api) = watches::apis(&client, args.namespace.as_deref());
+    let strategy = list_strategy::probe(&modelsyncs).await;
     let index = RunIndex::default();
     let reporter = Reporter {
         controller: "modelsync-controller".into(),
@@ -125,18 +218,31 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
     let ctx = Arc::new(Context::new(
         client.clone(),
         index.clone(),
-        Recorder::new(client.clone(), reporter),
+        Recorder::new(client.clone(), reporter.clone()),
         metrics.clone(),
-        EgressRules {
-            allow: args.lambda_allow_cidrs.clone(),
-            deny: args.lambda_deny_cidrs.clone(),
-        },
+        args.egress.rules(),
+        shard.clone(),
+        Notifier::start(
+            client.clone(),
+            Recorder::new(client.clone(), reporter),
+            metrics.clone(),
+            args.notify.settings(),
+        ),
     ));
     let (controller, listed) = watches::controller(
         modelsyncs,
-        watches::runs(runs_api, index.clone(), metrics.clone()),
+        watches::runs(runs_api, index.clone(), metrics.clone(), &shard, strategy),
         ctx.clone(),
+        strategy,
     );
+    if let Some(receiver) = receiver {
+        receiver.serve(
+            client.clone(),
+            controller.store(),
+            ready.clone(),
+            metrics.clone(),
+        )?;
+    }
     let readiness = tokio::spawn(async move {
         while !(listed.load(Ordering::Acquire) && index.ready()) {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -147,9 +253,11 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
 
     info!(
         namespace = args.namespace.as_deref().unwrap_or("(all)"),
+        shard = %shard.describe(),
+        selector = %shard.modelsync_selector(),
         concurrency = args.concurrency,
-        lambda_allow_cidrs = %args.lambda_allow_cidrs,
-        lambda_deny_cidrs = %args.lambda_deny_cidrs,
+        lambda_allow_cidrs = %args.egress.lambda_allow_cidrs,
+        lambda_deny_cidrs = %args.egress.lambda_deny_cidrs,
         "modelsync controller starting"
     );
     // The Lease is renewed in its own task, beside the passes; losing it ends the controller.

@@ -10,11 +10,16 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
+use kube::ResourceExt;
+use modelsync_api::ModelSync;
 use modelsync_api::egress::EgressRules;
-use modelsync_api::lambda_client::{ClientOptions, LambdaClient};
+use modelsync_api::lambda::NeedsSyncAnswer;
+use modelsync_api::lambda_client::{Ask, ClientOptions, LambdaClient};
 use modelsync_api::modelsync::SecretRef;
 
+use crate::actions::Error;
 use crate::credentials::{self, Credentials, SecretError};
+use crate::plan::{AskError, AskLambda};
 
 /// How long a Secret read is trusted before it is read again. Short, so a rotated token is
 /// used within seconds; a failed call also drops it at once (see [`LambdaClients::forget`]).
@@ -146,6 +151,47 @@ impl LambdaClients {
             },
         );
         Ok(lambda)
+    }
+
+    /// Asks a ModelSync's lambda as a pass does: the Secret's credentials, the protocol's
+    /// headers, the egress rules, the plan's timeout. The outer `Err` only when the API server
+    /// failed to hand out the Secret; everything else is the answer's outcome. Shared with
+    /// `modelsync sync --dry-run`, so a dry run asks exactly as the controller would.
+    pub async fn ask(
+        &self,
+        ms: &ModelSync,
+        ask: &AskLambda,
+    ) -> Result<Result<NeedsSyncAnswer, AskError>, Error> {
+        let ns = ms.namespace().ok_or(Error::Incomplete("namespace"))?;
+        let name = ms.name_any();
+        let secret = ms.spec.lambda_secret_ref.as_ref();
+        let lambda = match self.for_secret(&ns, secret).await {
+            Ok(lambda) => lambda,
+            Err(LookupError::Secret(e)) => return Ok(Err(AskError::Secret(e))),
+            Err(LookupError::Api { secret, source }) => {
+                return Err(Error::Kube {
+                    doing: format!("reading Secret {secret}"),
+                    source,
+                });
+            }
+        };
+        let result = lambda
+            .client
+            .ask(&Ask {
+                url: &ms.spec.needs_sync_url,
+                namespace: &ns,
+                name: &name,
+                last_run: ask.last_run.as_deref(),
+                timeout: ask.timeout,
+                bearer_token: lambda.token(),
+            })
+            .await;
+        if let (Err(_), Some(secret)) = (&result, secret) {
+            // A rotated token or certificate may be why it failed: the retry reads the Secret
+            // again.
+            self.forget(&ns, &secret.name);
+        }
+        Ok(result.map_err(AskError::Call))
     }
 
     /// Drops a Secret read, so the next call reads it again: after a failed call, since a

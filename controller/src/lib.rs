@@ -5,8 +5,10 @@
 //! its runs from [`run_index`], its [`schedule`] entry, the clocks, the lambda's answer),
 //! [`plan`] decides with the pure helpers [`template`], [`runs`] and [`status`], and
 //! [`actions`] carries the plan out. The wiring around it is [`admin`], [`lease`] and
-//! [`watches`] (with [`watch_backoff`]); the lambda client is `modelsync_api::lambda_client`,
-//! one per credentials Secret ([`lambda_clients`], [`credentials`]).
+//! [`watches`] (with [`watch_backoff`] and [`list_strategy`]), each selecting this controller's
+//! [`shard`]; the lambda client is `modelsync_api::lambda_client`,
+//! one per credentials Secret ([`lambda_clients`], [`credentials`]). [`notify`] tells
+//! `spec.notify` receivers about runs and lambda trouble, off the pass.
 
 pub mod actions;
 pub mod admin;
@@ -14,12 +16,16 @@ pub mod context;
 pub mod credentials;
 pub mod lambda_clients;
 pub mod lease;
+pub mod list_strategy;
 pub mod metrics;
+pub mod notify;
 pub mod plan;
+pub mod receiver;
 pub mod reconcile;
 pub mod run_index;
 pub mod runs;
 pub mod schedule;
+pub mod shard;
 pub mod status;
 pub mod template;
 pub mod watch_backoff;
@@ -27,4 +33,4 @@ pub mod watches;
 
 mod controller;
 
-pub use controller::{ControllerArgs, LogFormat, main, run};
+pub use controller::{ControllerArgs, EgressArgs, LogFormat, main, run};

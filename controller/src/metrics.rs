@@ -10,13 +10,25 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use modelsync_api::modelsync::NotifyFormat;
 use modelsync_api::modelsync::RunResult;
 use modelsync_telemetry::Declared;
+
+fn fmt(format: NotifyFormat) -> FormatLabels {
+    FormatLabels {
+        format: format.as_str(),
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub controller: &'static str,
     pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -69,6 +81,11 @@ pub enum WriteResult {
     Error,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FormatLabels {
+    pub format: &'static str,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     reconcile_total: Family<ResultLabels, Counter>,
@@ -94,6 +111,55 @@ pub struct Metrics {
     /// How late each scheduled poll ran compared with its planned time: the jittered interval
     /// after the last poll, or the end of a finished run's settle period if later.
     pub poll_lag: Histogram,
+    /// Hooks received by `--receiver-addr`, by outcome.
+    hooks: Family<OutcomeLabels, Counter>,
+    /// `requested-at` annotations written for hooks, and writes that failed.
+    pub hook_writes: Counter,
+    pub hook_write_errors: Counter,
+    /// Hook requests for a ModelSync already waiting for its write.
+    pub hook_coalesced: Counter,
+    notifications: Notifications,
+}
+
+/// Delivery of `spec.notify` notifications.
+#[derive(Default)]
+struct Notifications {
+    sent: Family<FormatLabels, Counter>,
+    failed: Family<FormatLabels, Counter>,
+    retries: Family<FormatLabels, Counter>,
+    dropped: Family<FormatLabels, Counter>,
+    /// Queued or waiting for a retry.
+    pending: Gauge,
+}
+
+impl Notifications {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "modelsync_notifications_sent",
+            "Notifications a receiver accepted (2xx), by format",
+            self.sent.clone(),
+        );
+        registry.register(
+            "modelsync_notifications_failed",
+            "Notifications given up on after their last attempt or a permanent refusal, by format",
+            self.failed.clone(),
+        );
+        registry.register(
+            "modelsync_notification_retries",
+            "Failed notification attempts that will be retried, by format",
+            self.retries.clone(),
+        );
+        registry.register(
+            "modelsync_notifications_dropped",
+            "Notifications dropped because the queue was full, by format",
+            self.dropped.clone(),
+        );
+        registry.register(
+            "modelsync_notification_queue_depth",
+            "Notifications queued or waiting for a retry",
+            self.pending.clone(),
+        );
+    }
 }
 
 impl Default for Metrics {
@@ -228,7 +294,38 @@ impl Default for Metrics {
              interval, or the end of a finished run's settle period)",
             poll_lag.clone(),
         );
+        let hooks = Family::<OutcomeLabels, Counter>::default();
+        let (hook_writes, hook_write_errors, hook_coalesced) =
+            (Counter::default(), Counter::default(), Counter::default());
+        registry.register(
+            "modelsync_receiver_hooks",
+            "Lambda-changed hooks received, by outcome (accepted, unauthorized, invalid, \
+             not_ready, queue_full, token_unreadable)",
+            hooks.clone(),
+        );
+        registry.register(
+            "modelsync_receiver_annotations_written",
+            "requested-at annotations written because a hook named the ModelSync's lambda",
+            hook_writes.clone(),
+        );
+        registry.register(
+            "modelsync_receiver_annotation_errors",
+            "requested-at annotation writes for hooks that the API server refused",
+            hook_write_errors.clone(),
+        );
+        registry.register(
+            "modelsync_receiver_coalesced",
+            "Hook requests for a ModelSync already waiting for its annotation write",
+            hook_coalesced.clone(),
+        );
+        let notifications = Notifications::default();
+        notifications.register(&mut registry);
         Metrics {
+            notifications,
+            hooks,
+            hook_writes,
+            hook_write_errors,
+            hook_coalesced,
             poll_lag,
             registry,
             reconcile_total,
@@ -361,6 +458,36 @@ impl Metrics {
                 lease: lease.to_owned(),
             })
             .set(i64::from(leading));
+    }
+
+    pub fn hook(&self, outcome: &'static str) {
+        self.hooks.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    pub fn notification_queued(&self) {
+        self.notifications.pending.inc();
+    }
+
+    pub fn notification_done(&self) {
+        self.notifications.pending.dec();
+    }
+
+    pub fn notification_sent(&self, format: NotifyFormat) {
+        self.notifications.sent.get_or_create(&fmt(format)).inc();
+        self.notification_done();
+    }
+
+    pub fn notification_failed(&self, format: NotifyFormat) {
+        self.notifications.failed.get_or_create(&fmt(format)).inc();
+        self.notification_done();
+    }
+
+    pub fn notification_retried(&self, format: NotifyFormat) {
+        self.notifications.retries.get_or_create(&fmt(format)).inc();
+    }
+
+    pub fn notification_dropped(&self, format: NotifyFormat) {
+        self.notifications.dropped.get_or_create(&fmt(format)).inc();
     }
 
     /// The registry in Prometheus text format.

@@ -17,8 +17,8 @@ use modelsync_api::ModelSync;
 use modelsync_api::lambda::{NeedsSyncAnswer, ParamValue};
 use modelsync_api::lambda_client::{CallError, FailureKind};
 use modelsync_api::modelsync::{
-    ANNOTATION_PARAMETERS, ANNOTATION_REQUESTED_AT, ConcurrencyPolicy, LABEL_NAME, LambdaDecision,
-    ParameterMapping, RunResult, RunSummary,
+    ANNOTATION_PARAMETERS, ANNOTATION_REQUESTED_AT, ConcurrencyPolicy, LABEL_NAME, LABEL_SHARD,
+    LambdaDecision, ParameterMapping, RunResult, RunSummary,
 };
 
 use crate::credentials::SecretError;
@@ -540,6 +540,11 @@ fn on_lambda(
         answer: answer_value,
         // Microseconds: runs decided within one second must still order by decision.
         decided_at: &answer.at.wall.to_rfc3339_opts(SecondsFormat::Micros, true),
+        shard: facts
+            .modelsync
+            .labels()
+            .get(LABEL_SHARD)
+            .map(String::as_str),
     });
     match body {
         Err(e) => obs.phase = Phase::InvalidTemplate(e.0),

@@ -2,19 +2,18 @@
 //! out with [`actions`] (delete old runs, ask the lambda and plan again with its answer, cancel,
 //! create, write status), requeue when the plan says the next pass is due.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use modelsync_api::ModelSync;
-use modelsync_api::lambda::NeedsSyncAnswer;
-use modelsync_api::lambda_client::Ask;
+use modelsync_api::{ModelSync, ModelSyncStatus};
 use tracing::{info, warn};
 
-use crate::actions;
-use crate::lambda_clients::LookupError;
-use crate::plan::{self, Answer, AskError, AskLambda, Facts, Now};
+use crate::plan::{self, Answer, Facts, Now};
+use crate::shard::{self, Adoption};
+use crate::{actions, notify};
 
 pub use crate::actions::{Error, FIELD_MANAGER};
 pub use crate::context::Context;
@@ -54,6 +53,9 @@ async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> 
     let name = ms.name_any();
     let uid = ms.uid().ok_or(Error::Incomplete("uid"))?;
     let who = format!("{ns}/{name}");
+    if !adopt_runs(ms, ctx, &ns, &name, &uid).await? {
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
     let mut facts = Facts {
         modelsync: ms,
         namespace: &ns,
@@ -71,15 +73,20 @@ async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> 
         answer: None,
     };
     let mut plan = plan::plan(&facts);
+    let polled_before = facts.schedule.poll.is_some();
+    let failures_before = facts.schedule.failures();
 
     for run in &plan.delete {
         if actions::delete_run(ctx, &ns, run).await? {
             info!(modelsync = %who, run = %run, "collected old run");
+            if let Some(record) = facts.runs.iter().find(|r| &r.name == run) {
+                actions::record_collected(ms, ctx, record).await;
+            }
         }
     }
     if let Some(ask) = &plan.ask {
         let asked = Instant::now();
-        let result = ask_lambda(ctx, ms, &ns, &name, ask).await?;
+        let result = ctx.lambdas.ask(ms, ask).await?;
         let outcome = match &result {
             Ok(a) if a.needs_sync => "yes",
             Ok(_) => "no",
@@ -114,7 +121,32 @@ async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> 
         plan.created(&ns, &run.name, created, Now::read());
     }
     ctx.schedule.put(&uid, plan.schedule.clone());
-    actions::write_status(ms, ctx, &plan.observation, plan.status_time).await?;
+    let written = actions::write_status(ms, ctx, &plan.observation, plan.status_time).await?;
+    // Queued only once status records the change, so a restart finds it there (see notify).
+    let replay = ctx.notifier.first_pass(&uid);
+    if !ms.spec.notify.is_empty() {
+        let ready = |s: Option<&ModelSyncStatus>| {
+            s.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned())
+        };
+        let (before, after) = (ready(ms.status.as_ref()), ready(Some(&written.status)));
+        let notices = notify::decide(&notify::PassFacts {
+            namespace: &ns,
+            name: &name,
+            uid: &uid,
+            told: &written.events,
+            runs: &facts.runs,
+            failures_before,
+            failures_after: plan.schedule.failures(),
+            answered: plan.observation.decision.is_some() && plan.schedule.failures() == 0,
+            polled_before,
+            ready_before: before.as_ref(),
+            ready_after: after.as_ref(),
+            replay,
+            replay_window: ctx.notifier.replay_window(),
+            now: Now::read().wall,
+        });
+        ctx.notifier.enqueue(&ms.spec.notify, notices);
+    }
     Ok(match plan.due {
         None => Action::await_change(),
         Some(due) => {
@@ -124,40 +156,45 @@ async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> 
     })
 }
 
-/// Asks the lambda with the credentials of the ModelSync's Secret, if it names one. `Err` only
-/// when the API server failed to hand out the Secret; everything else is the answer's outcome.
-async fn ask_lambda(
-    ctx: &Context,
+/// Whether this shard's index holds every run of the ModelSync, so a pass may act on it. A
+/// ModelSync moved in from another shard brings runs labelled for that shard: they are
+/// relabelled here and the pass waits (false) until the run watch shows them; see
+/// [`crate::shard`] for why relabelling.
+async fn adopt_runs(
     ms: &ModelSync,
+    ctx: &Context,
     ns: &str,
     name: &str,
-    ask: &AskLambda,
-) -> Result<Result<NeedsSyncAnswer, AskError>, Error> {
-    let secret = ms.spec.lambda_secret_ref.as_ref();
-    let lambda = match ctx.lambdas.for_secret(ns, secret).await {
-        Ok(lambda) => lambda,
-        Err(LookupError::Secret(e)) => return Ok(Err(AskError::Secret(e))),
-        Err(LookupError::Api { secret, source }) => {
-            return Err(Error::Kube {
-                doing: format!("reading Secret {secret}"),
-                source,
-            });
-        }
-    };
-    let result = lambda
-        .client
-        .ask(&Ask {
-            url: &ms.spec.needs_sync_url,
-            namespace: ns,
-            name,
-            last_run: ask.last_run.as_deref(),
-            timeout: ask.timeout,
-            bearer_token: lambda.token(),
-        })
-        .await;
-    if let (Err(_), Some(secret)) = (&result, secret) {
-        // A rotated token or certificate may be why it failed: the retry reads the Secret again.
-        ctx.lambdas.forget(ns, &secret.name);
+    uid: &str,
+) -> Result<bool, Error> {
+    let indexed: HashSet<String> = ctx
+        .runs
+        .runs_of(ns, name)
+        .iter()
+        .map(|r| r.name.clone())
+        .collect();
+    // A run this process just created is named in status before the watch shows it.
+    let pending = ctx.schedule.entry(uid).pending.map(|p| p.name);
+    let known = |run: &str| indexed.contains(run) || pending.as_deref() == Some(run);
+    let mut unknown = shard::unknown_runs(ms.status.as_ref(), known);
+    unknown.retain(|run| !ctx.run_known_missing(uid, run));
+    if unknown.is_empty() {
+        return Ok(true);
     }
-    Ok(result.map_err(AskError::Call))
+    let listed = actions::list_runs_of(ctx, ns, name).await?;
+    match shard::adoption(&ctx.shard, uid, &listed, known) {
+        Adoption::Complete => {
+            // Every run it owns is indexed, so the ones status names are gone.
+            ctx.mark_runs_missing(uid, unknown);
+            Ok(true)
+        }
+        Adoption::WaitForWatch => Ok(false),
+        Adoption::Relabel(runs) => {
+            for run in &runs {
+                actions::relabel_run(ctx, ns, run, &ctx.shard).await?;
+            }
+            info!(modelsync = %format!("{ns}/{name}"), runs = ?runs, "adopted runs from another shard: relabelled for {}", ctx.shard.describe());
+            Ok(false)
+        }
+    }
 }

@@ -46,7 +46,7 @@ impl Phase {
         }
     }
 
-    fn message(&self) -> String {
+    pub fn message(&self) -> String {
         match self {
             Phase::Idle => "no run needed; waiting for the next poll".into(),
             Phase::RunActive(run) => format!("PipelineRun {run} is running"),
@@ -200,7 +200,9 @@ pub fn next_status(
         active: obs.active.iter().cloned().collect(),
         last_check_time,
         last_decision,
-        last_run: obs.last_run.clone().or_else(|| prev.last_run.clone()),
+        last_run: still_running(&prev.last_run, &obs.last_run)
+            .or_else(|| obs.last_run.clone())
+            .or_else(|| prev.last_run.clone()),
         last_successful_run: obs
             .last_successful_run
             .clone()
@@ -209,6 +211,23 @@ pub fn next_status(
             .handled_requested_at
             .clone()
             .or_else(|| prev.last_handled_requested_at.clone()),
+    }
+}
+
+/// The summary already written for a run that is still running, kept as it is: Tekton setting
+/// the run's `startTime` is no reason for a status write of its own. The start time is written
+/// with the run's end, so a run's life costs one status write when it starts and one when it
+/// ends.
+fn still_running(written: &Option<RunSummary>, now: &Option<RunSummary>) -> Option<RunSummary> {
+    match (written, now) {
+        (Some(w), Some(n))
+            if w.name == n.name
+                && w.result == RunResult::Running
+                && n.result == RunResult::Running =>
+        {
+            Some(w.clone())
+        }
+        _ => None,
     }
 }
 

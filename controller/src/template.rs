@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use modelsync_api::lambda::{NeedsSyncAnswer, ParamValue};
 use modelsync_api::modelsync::{
     ANNOTATION_DECIDED_AT, ANNOTATION_PARAMETERS, ANNOTATION_REASON, ANNOTATION_REVISION,
-    LABEL_NAME, ParameterMapping, PipelineRunTemplate,
+    LABEL_NAME, LABEL_SHARD, ParameterMapping, PipelineRunTemplate,
 };
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -239,6 +239,9 @@ pub struct RunRequest<'a> {
     pub params: &'a BTreeMap<String, ParamValue>,
     pub answer: &'a NeedsSyncAnswer,
     pub decided_at: &'a str,
+    /// The ModelSync's `modelsync.dev/shard` label, if any: copied onto the run so the shard
+    /// that reconciles the ModelSync sees its runs (and no other shard does).
+    pub shard: Option<&'a str>,
 }
 
 /// The full `tekton.dev/v1` PipelineRun object to create.
@@ -254,6 +257,12 @@ pub fn build_run(req: &RunRequest<'_>) -> Result<Value, InvalidTemplate> {
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
         .collect();
     labels.insert(LABEL_NAME.into(), req.modelsync.into());
+    // The ModelSync's shard wins over a template that names one: a run labelled for another
+    // shard would be invisible to the controller that must find it.
+    match req.shard {
+        Some(shard) => labels.insert(LABEL_SHARD.into(), shard.into()),
+        None => labels.remove(LABEL_SHARD),
+    };
 
     let mut annotations: Map<String, Value> = req
         .template

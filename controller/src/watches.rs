@@ -1,6 +1,8 @@
 //! The two watches a controller runs on: PipelineRuns carrying `modelsync.dev/name` (feeding
 //! the [`RunIndex`] and waking their ModelSync) and ModelSyncs (cached, trimmed, and forgotten
 //! by the schedule when deleted), and the check at start-up that their CRDs are installed.
+//! Both select this controller's [`Shard`] on the server side, so a shard holds only its own
+//! objects in memory.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,12 +13,13 @@ use kube::api::ListParams;
 use kube::runtime::controller::Controller;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
-use modelsync_api::modelsync::LABEL_NAME;
 use modelsync_api::{ModelSync, PipelineRun};
 
 use crate::context::Context;
+use crate::list_strategy::ListStrategy;
 use crate::metrics::Metrics;
 use crate::run_index::RunIndex;
+use crate::shard::Shard;
 use crate::watch_backoff::{NoSharedBackoff, WatchBackoff};
 
 /// The annotation `kubectl apply` keeps its copy of the whole applied object in.
@@ -33,13 +36,15 @@ pub fn apis(client: &Client, namespace: Option<&str>) -> (Api<ModelSync>, Api<Pi
     }
 }
 
-/// Runs labelled for a ModelSync, applied to `index` as they come.
+/// Runs labelled for a ModelSync of `shard`, applied to `index` as they come.
 pub fn runs(
     api: Api<PipelineRun>,
     index: RunIndex,
     metrics: Arc<Metrics>,
+    shard: &Shard,
+    strategy: ListStrategy,
 ) -> impl Stream<Item = Result<PipelineRun, watcher::Error>> + Send + 'static {
-    watcher(api, watcher::Config::default().labels(LABEL_NAME))
+    watcher(api, strategy.config().labels(&shard.run_selector()))
         .backoff(WatchBackoff::default())
         .inspect(move |ev| {
             if let Ok(ev) = ev
@@ -55,6 +60,11 @@ pub fn runs(
 /// deleted ModelSync's schedule entry is forgotten: the reconciler is never called for an
 /// object that is gone. Returns a flag set once the first list of ModelSyncs is in.
 ///
+/// A ModelSync relabelled for another shard leaves the watch's selection, which the API server
+/// reports as a deletion: it is forgotten the same way, and nothing is deleted. Should a pass
+/// for it be under way at that moment, the run it could create is named by the decision, so
+/// the new shard deciding the same gets AlreadyExists rather than a second run.
+///
 /// The flag is ours rather than the cache's `wait_until_ready`: that future wakes only the
 /// last task that polled it, and the controller's own runner polls it too, so a second waiter
 /// could sleep forever (a fresh install's /readyz stayed 503).
@@ -62,11 +72,16 @@ pub fn controller(
     api: Api<ModelSync>,
     runs: impl Stream<Item = Result<PipelineRun, watcher::Error>> + Send + 'static,
     ctx: Arc<Context>,
+    strategy: ListStrategy,
 ) -> (Controller<ModelSync>, Arc<AtomicBool>) {
     let (store, writer) = reflector::store::<ModelSync>();
     let listed = Arc::new(AtomicBool::new(false));
     let mark_listed = listed.clone();
-    let modelsyncs = watcher(api, watcher::Config::default().any_semantic())
+    let config = strategy
+        .config()
+        .any_semantic()
+        .labels(&ctx.shard.modelsync_selector());
+    let modelsyncs = watcher(api, config)
         .backoff(WatchBackoff::default())
         // The cache keeps only what passes read: managed fields and kubectl's copy of the last
         // applied object would more than double each cached ModelSync.

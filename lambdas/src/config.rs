@@ -25,6 +25,31 @@ pub struct Config {
     /// Requests to routes must carry `Authorization: Bearer <token>` when set.
     pub bearer_token: Option<String>,
     pub routes: Vec<Route>,
+    /// Where to say which answers changed, when set.
+    pub notify: Option<NotifyConfig>,
+    /// Who may call `POST /hooks/git`; the route is off when unset.
+    pub git_hook: Option<GitHookConfig>,
+}
+
+/// `notify`: the controller's hook receiver, told which routes' answers changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotifyConfig {
+    /// The receiver, e.g. `http://modelsync-controller.modelsync:8081/hook/lambda-changed`.
+    pub url: String,
+    /// File holding the receiver's token (sent as a bearer token), read at each delivery.
+    pub token_file: PathBuf,
+    /// This server as ModelSyncs' `needsSyncUrl` name it, e.g.
+    /// `http://modelsync-lambdas.modelsync`; a route's URL is this followed by its path.
+    pub public_base_url: String,
+}
+
+/// `gitHook`: the secrets a git host's push webhook proves itself with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GitHookConfig {
+    /// Webhook secret for `X-Hub-Signature-256` (GitHub, Gitea, Forgejo, Gogs).
+    pub secret_file: Option<PathBuf>,
+    /// Plain token: `Authorization: Bearer <token>` or `X-Gitlab-Token: <token>`.
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -44,7 +69,10 @@ pub enum SourceConfig {
     },
 }
 
-const RESERVED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+/// The path of the git host push webhook.
+pub const GIT_HOOK_PATH: &str = "/hooks/git";
+
+const RESERVED: [&str; 4] = ["/healthz", "/readyz", "/metrics", GIT_HOOK_PATH];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -55,7 +83,28 @@ struct RawConfig {
     models: RawModels,
     #[serde(default)]
     auth: Option<RawAuth>,
+    #[serde(default)]
+    notify: Option<RawNotify>,
+    #[serde(default)]
+    git_hook: Option<RawGitHook>,
     routes: BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawNotify {
+    url: String,
+    token_file: PathBuf,
+    public_base_url: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawGitHook {
+    #[serde(default)]
+    secret_file: Option<PathBuf>,
+    #[serde(default)]
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -172,6 +221,24 @@ pub enum ConfigError {
     },
     #[error("auth: field bearerTokenFile: {} is empty", .0.display())]
     TokenEmpty(PathBuf),
+    #[error("{field}: {text:?} is not an http(s) URL{hint}")]
+    NotifyUrl {
+        field: &'static str,
+        text: String,
+        hint: &'static str,
+    },
+    #[error(
+        "gitHook: give secretFile (the webhook secret, for X-Hub-Signature-256), tokenFile, or both"
+    )]
+    GitHookEmpty,
+    #[error("{field}: cannot read {}: {source}", path.display())]
+    SecretUnreadable {
+        field: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{field}: {} is empty", path.display())]
+    SecretEmpty { field: &'static str, path: PathBuf },
     #[error("routes: no route; add one like /retrain: {{lambda: retrain-if-stale, maxAge: 24h}}")]
     NoRoutes,
     #[error("route {path}: {problem}")]
@@ -325,6 +392,28 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
             Some(token)
         }
     };
+    let notify = raw.notify.map(|n| notify(n, base)).transpose()?;
+    let git_hook = match raw.git_hook {
+        None => None,
+        Some(RawGitHook {
+            secret_file: None,
+            token_file: None,
+        }) => return Err(ConfigError::GitHookEmpty),
+        Some(g) => {
+            let secret_file = g.secret_file.map(|p| base.join(p));
+            let token_file = g.token_file.map(|p| base.join(p));
+            if let Some(f) = &secret_file {
+                read_secret("gitHook: field secretFile", f)?;
+            }
+            if let Some(f) = &token_file {
+                read_secret("gitHook: field tokenFile", f)?;
+            }
+            Some(GitHookConfig {
+                secret_file,
+                token_file,
+            })
+        }
+    };
     if raw.routes.is_empty() {
         return Err(ConfigError::NoRoutes);
     }
@@ -342,7 +431,55 @@ pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
         models,
         bearer_token,
         routes,
+        notify,
+        git_hook,
     })
+}
+
+fn notify(n: RawNotify, base: &Path) -> Result<NotifyConfig, ConfigError> {
+    let http = |field, text: &str, hint| match reqwest::Url::parse(text) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Ok(()),
+        _ => Err(ConfigError::NotifyUrl {
+            field,
+            text: text.to_owned(),
+            hint,
+        }),
+    };
+    http(
+        "notify: field url",
+        &n.url,
+        ", like http://modelsync-controller.modelsync:8081/hook/lambda-changed",
+    )?;
+    http(
+        "notify: field publicBaseUrl",
+        &n.public_base_url,
+        ", like http://modelsync-lambdas.modelsync (this server as ModelSyncs name it)",
+    )?;
+    let token_file = base.join(&n.token_file);
+    read_secret("notify: field tokenFile", &token_file)?;
+    Ok(NotifyConfig {
+        url: n.url,
+        token_file,
+        public_base_url: n.public_base_url.trim_end_matches('/').to_owned(),
+    })
+}
+
+/// Reads a secret file, trimmed; empty is a mistake. Read again at each use, so rotated
+/// Secrets are picked up; this first read only proves the file is there.
+pub fn read_secret(field: &'static str, path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretUnreadable {
+        field,
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let text = text.trim().to_owned();
+    if text.is_empty() {
+        return Err(ConfigError::SecretEmpty {
+            field,
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(text)
 }
 
 fn route(path: &str, value: serde_yaml_ng::Value) -> Result<Lambda, RouteError> {
@@ -649,6 +786,58 @@ routes:
                 "replacing {from:?} by {to:?}: got {err:?}"
             );
         }
+    }
+
+    #[test]
+    fn notify_and_git_hook_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "t0k\n").unwrap();
+        std::fs::write(dir.path().join("empty"), "\n").unwrap();
+        let with = |extra: &str| {
+            parse(
+                &GOOD.replacen("routes:", &format!("{extra}\nroutes:"), 1),
+                dir.path(),
+            )
+        };
+        let c = with(
+            "notify: {url: \"http://ctl.modelsync:8081/hook/lambda-changed\", tokenFile: token, \
+             publicBaseUrl: \"http://lambdas.modelsync/\"}\ngitHook: {secretFile: token}",
+        )
+        .unwrap();
+        let n = c.notify.unwrap();
+        assert_eq!(n.public_base_url, "http://lambdas.modelsync");
+        assert_eq!(n.token_file, dir.path().join("token"));
+        assert_eq!(
+            c.git_hook.unwrap().secret_file,
+            Some(dir.path().join("token"))
+        );
+        let cases = [
+            (
+                "notify: {url: ctl, tokenFile: token, publicBaseUrl: \"http://l\"}",
+                "notify: field url: \"ctl\" is not an http(s) URL, like http://",
+            ),
+            (
+                "notify: {url: \"http://c\", tokenFile: token, publicBaseUrl: \"lambdas\"}",
+                "notify: field publicBaseUrl: \"lambdas\" is not an http(s) URL",
+            ),
+            (
+                "notify: {url: \"http://c\", tokenFile: nope, publicBaseUrl: \"http://l\"}",
+                "notify: field tokenFile: cannot read",
+            ),
+            ("gitHook: {tokenFile: empty}", "gitHook: field tokenFile: "),
+            ("gitHook: {}", "gitHook: give secretFile"),
+        ];
+        for (extra, want) in cases {
+            let err = with(extra).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{extra}: {err}");
+        }
+        let err = parse(&GOOD.replacen("/deploy:", "/hooks/git:", 1), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/hooks/git is served by the server itself"),
+            "{err}"
+        );
     }
 
     #[test]

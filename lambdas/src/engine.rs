@@ -31,6 +31,9 @@ pub struct Served {
     pub body: Bytes,
     /// `yes`, `no`, `error` or `not_ready`, for the answers metric.
     pub outcome: &'static str,
+    /// What a controller acts on (`needsSync` and `parameters`, not `reason` or `revision`);
+    /// `None` for an error. A change of it is what [`changed_routes`] reports.
+    pub decision: Option<String>,
 }
 
 /// Every route's reply at one moment.
@@ -50,6 +53,7 @@ impl Answers {
             status: StatusCode::SERVICE_UNAVAILABLE,
             body,
             outcome: "not_ready",
+            decision: None,
         };
         Answers {
             ready: false,
@@ -71,12 +75,33 @@ pub enum ModelInput {
     Polled(watch::Receiver<Option<Models>>),
 }
 
-/// Recomputes answers forever.
+/// The routes whose decision a controller would act on differently in `new` than in `old`:
+/// `needsSync` or `parameters` changed, or the answer turned into an error or back. Against
+/// the answers before the first sync (nobody acted on those), only routes answering yes.
+pub fn changed_routes(old: &Answers, new: &Answers) -> Vec<String> {
+    let mut changed: Vec<String> = new
+        .routes
+        .iter()
+        .filter(|(path, served)| {
+            if !old.ready {
+                return served.outcome == "yes";
+            }
+            old.routes.get(*path).map(|o| &o.decision) != Some(&served.decision)
+        })
+        .map(|(path, _)| path.clone())
+        .collect();
+    changed.sort();
+    changed
+}
+
+/// Recomputes answers forever; `changed` is told the routes [`changed_routes`] finds after each
+/// computation, and must not block.
 pub async fn run(
     routes: Arc<Vec<Route>>,
     mut mirror: watch::Receiver<MirrorState>,
     mut models: ModelInput,
     answers: Arc<ArcSwap<Answers>>,
+    changed: impl Fn(Vec<String>) + Send,
 ) {
     let mut last: Option<(String, Option<Models>)> = None;
     let mut recheck: Option<DateTime<Utc>> = None;
@@ -111,7 +136,12 @@ pub async fn run(
                 match computed {
                     Ok((new, next)) => {
                         tracing::info!(revision = ?new.revision, "answers recomputed");
+                        let flipped = changed_routes(&answers.load(), &new);
                         answers.store(Arc::new(new));
+                        if !flipped.is_empty() {
+                            tracing::info!(routes = ?flipped, "answers changed");
+                            changed(flipped);
+                        }
                         recheck = next;
                         last = Some(key);
                     }
@@ -183,11 +213,13 @@ fn render(decision: Verdict, revision: &str) -> Served {
         Ok(answer) => Served {
             status: StatusCode::OK,
             outcome: if answer.needs_sync { "yes" } else { "no" },
+            decision: serde_json::to_string(&(answer.needs_sync, &answer.parameters)).ok(),
             body: Bytes::from(serde_json::to_vec(&answer).unwrap_or_default()),
         },
         Err(error) => Served {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             outcome: "error",
+            decision: None,
             body: error_body(&error.to_string(), Some(revision)),
         },
     }
@@ -281,6 +313,47 @@ mod tests {
         body["needsSync"].as_bool()
     }
 
+    #[test]
+    fn changes_a_controller_acts_on_are_reported_and_nothing_else() {
+        let served = |outcome, decision: Option<&str>, body: &str| Served {
+            status: StatusCode::OK,
+            body: Bytes::from(body.to_owned()),
+            outcome,
+            decision: decision.map(str::to_owned),
+        };
+        let answers = |routes: Vec<(&str, Served)>| Answers {
+            ready: true,
+            routes: routes.into_iter().map(|(p, s)| (p.to_owned(), s)).collect(),
+            revision: None,
+        };
+        let no = Some("[false,{}]");
+        let old = answers(vec![
+            ("/reason", served("no", no, "model is fresh")),
+            ("/params", served("yes", Some(r#"[true,{"m":"1"}]"#), "")),
+            ("/error", served("error", None, "registry down")),
+            ("/broke", served("no", no, "")),
+            ("/flip", served("no", no, "")),
+        ]);
+        let new = answers(vec![
+            ("/reason", served("no", no, "model is 2h old, still fresh")),
+            ("/params", served("yes", Some(r#"[true,{"m":"2"}]"#), "")),
+            ("/error", served("error", None, "registry still down")),
+            ("/broke", served("error", None, "no model")),
+            ("/flip", served("yes", Some("[true,{}]"), "")),
+        ]);
+        assert_eq!(
+            changed_routes(&old, &new),
+            vec!["/broke", "/flip", "/params"]
+        );
+        let before_first_sync = Answers::default();
+        assert_eq!(
+            changed_routes(&before_first_sync, &new),
+            vec!["/flip", "/params"],
+            "after start, only the routes answering yes"
+        );
+        assert!(changed_routes(&new, &new).is_empty());
+    }
+
     #[tokio::test]
     async fn recomputes_on_a_new_commit_and_on_a_model_change() {
         let tree = tempfile::tempdir().unwrap();
@@ -292,6 +365,7 @@ mod tests {
             mirror_rx,
             ModelInput::Polled(models_rx),
             answers.clone(),
+            |_| {},
         ));
 
         let synced = |hash: &str| Synced {
@@ -338,6 +412,7 @@ mod tests {
             mirror_rx,
             ModelInput::Polled(models_rx),
             answers.clone(),
+            |_| {},
         ));
         mirror_tx.send_modify(|s| {
             s.synced = Some(Synced {

@@ -7,8 +7,10 @@ pub mod builtins;
 pub mod check;
 pub mod config;
 pub mod engine;
+pub mod git_hook;
 mod logging;
 pub mod mirror;
+pub mod notify;
 pub mod server;
 pub mod sources;
 

@@ -12,7 +12,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -21,9 +21,11 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::builtins::Route;
-use crate::config::{self, Config, SourceConfig};
+use crate::config::{self, Config, GIT_HOOK_PATH, SourceConfig};
 use crate::engine::{self, Answers, ModelInput, error_body};
+use crate::git_hook::{GitHook, GitHookMetrics};
 use crate::mirror::{self, MirrorMetrics, MirrorState};
+use crate::notify::{Notifier, NotifyMetrics};
 use crate::sources::mlflow::MlflowSource;
 
 /// The label for requests to paths that are not routes, so unknown paths cannot grow the metrics.
@@ -93,6 +95,8 @@ pub struct AppState {
     pub bearer_token: Option<Arc<str>>,
     pub metrics: ServerMetrics,
     pub registry: Arc<Registry>,
+    /// `POST /hooks/git`, when `gitHook` is configured.
+    pub git_hook: Option<GitHook>,
     /// Route paths as `'static` labels, made once so requests do not allocate label strings.
     route_labels: Arc<HashMap<String, &'static str>>,
 }
@@ -114,6 +118,7 @@ impl AppState {
             bearer_token: bearer_token.map(Arc::from),
             metrics,
             registry: Arc::new(registry),
+            git_hook: None,
             route_labels: Arc::new(route_labels),
         }
     }
@@ -131,6 +136,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(modelsync_telemetry::metrics_handler))
+        .route(GIT_HOOK_PATH, post(git_hook))
         .fallback(lambda)
         .with_state(state)
 }
@@ -144,6 +150,24 @@ async fn readyz(State(s): State<AppState>) -> (StatusCode, &'static str) {
             "not ready: the git mirror has not synced yet\n",
         )
     }
+}
+
+async fn git_hook(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let (status, reply) = match &s.git_hook {
+        Some(hook) => hook.handle(&headers, &body),
+        None => (
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": format!(
+                "no git hook here: add gitHook: {{secretFile: ...}} to lambdas.yaml to have \
+                 {GIT_HOOK_PATH} sync the mirror"
+            )}),
+        ),
+    };
+    json(status, axum::body::Bytes::from(reply.to_string()))
 }
 
 async fn lambda(State(s): State<AppState>, headers: HeaderMap, request: Request) -> Response {
@@ -250,12 +274,21 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
     let mut registry = Registry::default();
     let mirror_metrics = MirrorMetrics::register(&mut registry);
     let server_metrics = ServerMetrics::register(&mut registry);
-    let state = AppState::new(
+    let notify_metrics = NotifyMetrics::register(&mut registry);
+    let git_hook_metrics = GitHookMetrics::register(&mut registry);
+    let mut state = AppState::new(
         &config.routes,
         config.bearer_token.clone(),
         server_metrics,
         registry,
     );
+    let sync_now = Arc::new(tokio::sync::Notify::new());
+    state.git_hook = config.git_hook.clone().map(|hook| GitHook {
+        config: hook,
+        mirror_ref: Arc::from(config.mirror.spec.git_ref.as_str()),
+        sync_now: sync_now.clone(),
+        metrics: git_hook_metrics,
+    });
 
     let mut spec = config.mirror.spec.clone();
     std::fs::create_dir_all(&spec.root)
@@ -273,6 +306,7 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
         mirror_metrics,
         mirror_tx,
         webhook,
+        sync_now,
     ));
 
     let models = match &config.models {
@@ -299,11 +333,20 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
             ModelInput::Polled(rx)
         }
     };
+    let notifier = config
+        .notify
+        .clone()
+        .map(|n| Notifier::spawn(n, notify_metrics));
     tokio::spawn(engine::run(
         Arc::new(config.routes),
         mirror_rx,
         models,
         state.answers.clone(),
+        move |routes| {
+            if let Some(n) = &notifier {
+                n.changed(routes);
+            }
+        },
     ));
     Ok(state)
 }

@@ -263,11 +263,13 @@ fn shellcheck_catches_an_unquoted_variable() {
 fn installs_are_least_privilege_and_locked_down() {
     require_tool("kubectl", &["version", "--client"], KUBECTL_INSTALL);
     let root = repo_root();
-    for dir in [
-        "kustomize/base",
-        "kustomize/overlays/single-namespace",
-        "kustomize/overlays/leader-elected",
-        "examples/label-bot/modelsync-install",
+    // Deployments: the controller (one per shard in the shards overlay) and the lambda server.
+    for (dir, expected_deployments) in [
+        ("kustomize/base", 2),
+        ("kustomize/overlays/single-namespace", 2),
+        ("kustomize/overlays/leader-elected", 2),
+        ("kustomize/overlays/shards", 4),
+        ("examples/label-bot/modelsync-install", 2),
     ] {
         let docs = kustomize(&root.join(dir)).unwrap();
         let mut deployments = 0;
@@ -318,7 +320,7 @@ fn installs_are_least_privilege_and_locked_down() {
                 _ => {}
             }
         }
-        assert_eq!(deployments, 2, "{dir}: controller and lambda server");
+        assert_eq!(deployments, expected_deployments, "{dir}");
     }
     // The single-namespace install grants the controller nothing cluster-wide, and watches
     // only its namespace; the leader-elected one runs two replicas that elect a leader.
@@ -342,11 +344,69 @@ fn installs_are_least_privilege_and_locked_down() {
     );
 }
 
+/// The shards overlay runs one leader-elected controller per shard, each with its `--shard`,
+/// its own pods (selectors that do not overlap between shards) and a Lease it may update.
+#[test]
+fn the_shards_overlay_runs_one_elected_controller_per_shard_each_with_its_lease() {
+    require_tool("kubectl", &["version", "--client"], KUBECTL_INSTALL);
+    let docs = kustomize(&repo_root().join("kustomize/overlays/shards")).unwrap();
+    let role = docs
+        .iter()
+        .find(|d| d["kind"] == "Role" && d["metadata"]["name"] == "modelsync-leader-election")
+        .expect("the leader-election Role");
+    let updatable: Vec<&str> = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["verbs"].to_string().contains("update"))
+        .flat_map(|r| r["resourceNames"].as_array().unwrap())
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    let mut selectors = BTreeSet::new();
+    for (deployment, shard) in [
+        ("modelsync-controller", None),
+        ("modelsync-controller-shard-a", Some("a")),
+        ("modelsync-controller-shard-b", Some("b")),
+    ] {
+        let d = docs
+            .iter()
+            .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == deployment)
+            .unwrap_or_else(|| panic!("no Deployment {deployment}"));
+        let args = controller_args_of(d);
+        assert!(
+            args.iter().any(|a| a == "--leader-elect"),
+            "{deployment}: {args:?}"
+        );
+        assert_eq!(d["spec"]["replicas"], 2, "{deployment}");
+        let shard_args: Vec<&String> = args.iter().filter(|a| a.starts_with("--shard")).collect();
+        let lease = match shard {
+            Some(s) => {
+                assert_eq!(shard_args, [&format!("--shard={s}")], "{deployment}");
+                format!("modelsync-controller-{s}")
+            }
+            None => {
+                assert!(shard_args.is_empty(), "{deployment}: {args:?}");
+                "modelsync-controller".to_owned()
+            }
+        };
+        assert!(
+            updatable.contains(&lease.as_str()),
+            "{lease} not in {updatable:?}"
+        );
+        selectors.insert(d["spec"]["selector"].to_string());
+    }
+    assert_eq!(selectors.len(), 3, "shards share a selector: {selectors:?}");
+}
+
 fn controller_args(docs: &[Value]) -> Vec<String> {
     let d = docs
         .iter()
         .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "modelsync-controller")
         .expect("a controller Deployment");
+    controller_args_of(d)
+}
+
+fn controller_args_of(d: &Value) -> Vec<String> {
     d["spec"]["template"]["spec"]["containers"][0]["args"]
         .as_array()
         .unwrap()

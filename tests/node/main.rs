@@ -9,6 +9,7 @@
 #[path = "../e2e/common/mod.rs"]
 mod common;
 mod stage;
+mod tree;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -544,6 +545,17 @@ async fn history_gc_deletes_real_runs_with_their_taskruns_and_pods() {
     eprintln!(
         "a ModelSync whose lambda says yes → its one-step PipelineRun Succeeded: {:.1}s (poll 1s)",
         applied.elapsed().as_secs_f64()
+    );
+
+    // `kubectl tree modelsync often` walks these owner references: the run is the ModelSync's,
+    // Tekton's TaskRun the run's, the step's pod the TaskRun's.
+    let tree = tree::owner_tree(&client, &ns, "often").await.unwrap();
+    eprintln!("the ownership tree below ModelSync/often:\n{}", tree.draw());
+    assert_eq!(
+        tree.deepest_kinds(),
+        ["ModelSync", "PipelineRun", "TaskRun", "Pod"],
+        "every level must name its parent in ownerReferences:\n{}",
+        tree.draw()
     );
 
     // Three runs succeed one after another; the first two are collected.

@@ -10,7 +10,8 @@ use crate::release;
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// Arguments for modelsync-bench: benchmark names (decision, scale, memory, lambdas,
-    /// mirror; default all) and options such as `--runs 3`.
+    /// mirror, push, writes, scale-100k; default all but writes, which decision includes, and
+    /// scale-100k) and options such as `--runs 3`.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
 }

@@ -8,7 +8,7 @@ use modelsync_api::ModelSync;
 use modelsync_api::modelsync::ConcurrencyPolicy;
 use serde::Serialize;
 
-use super::{VerbError, api_error, modelsyncs};
+use super::{VerbError, align, api_error, modelsyncs};
 use crate::kube_args::{KubeArgs, Output, Scope};
 
 /// `modelsync get`.
@@ -153,30 +153,11 @@ pub fn table(rows: &[Row], with_namespace: bool, now: DateTime<Utc>) -> String {
         ]);
         lines.push(line);
     }
-    let widths: Vec<usize> = (0..lines[0].len())
-        .map(|i| {
-            lines
-                .iter()
-                .map(|l| l[i].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for line in &lines {
-        let cells: Vec<String> = line
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(cells.join("   ").trim_end());
-        out.push('\n');
-    }
-    out
+    align(&lines)
 }
 
 /// `45s`, `12m`, `3h`, `2d`: the largest unit, as kubectl's AGE column.
-fn age(d: chrono::Duration) -> String {
+pub fn age(d: chrono::Duration) -> String {
     let s = d.num_seconds().max(0);
     match s {
         0..120 => format!("{s}s"),

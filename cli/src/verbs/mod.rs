@@ -1,7 +1,9 @@
-//! The day-two verbs: `get`, `suspend`, `resume`, `sync`. Each error names what was wrong and
+//! The day-two verbs: `get`, `suspend`, `resume`, `sync` (and `sync --dry-run`), `history`. Each error names what was wrong and
 //! what to do, and its kind decides the exit code scripts see.
 
+pub mod dry_run;
 pub mod get;
+pub mod history;
 pub mod suspend;
 pub mod sync;
 
@@ -9,6 +11,7 @@ use std::process::ExitCode;
 
 use kube::Api;
 use modelsync_api::ModelSync;
+use modelsync_api::lambda::ParamValue;
 
 /// Why a verb failed.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +57,42 @@ pub fn modelsyncs(client: &kube::Client, namespace: Option<&str>) -> Api<ModelSy
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     }
+}
+
+/// Pipeline params as `name=value name=[a,b]`, for one line of a table or a report.
+pub fn params_text(params: &std::collections::BTreeMap<String, ParamValue>) -> String {
+    let words: Vec<String> = params
+        .iter()
+        .map(|(k, v)| match v {
+            ParamValue::String(s) => format!("{k}={s}"),
+            ParamValue::Array(items) => format!("{k}=[{}]", items.join(",")),
+        })
+        .collect();
+    words.join(" ")
+}
+
+/// Rows as aligned columns like kubectl's, three spaces apart; the first row is the header.
+pub fn align(lines: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..lines.first().map_or(0, Vec::len))
+        .map(|i| {
+            lines
+                .iter()
+                .map(|l| l[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for line in lines {
+        let cells: Vec<String> = line
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(cells.join("   ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 /// The runtime for one verb: a single thread is plenty for a few API calls.

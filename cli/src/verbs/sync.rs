@@ -10,7 +10,8 @@ use modelsync_api::{ModelSync, PipelineRun};
 use serde_json::json;
 
 use super::{VerbError, api_error};
-use crate::kube_args::KubeArgs;
+use crate::kube_args::{KubeArgs, Output};
+use modelsync_controller::EgressArgs;
 
 /// How often `--wait` reads the ModelSync.
 const POLL: Duration = Duration::from_millis(250);
@@ -32,8 +33,20 @@ pub struct SyncArgs {
     pub name: String,
     /// Follow the request: lambda asked, decision, run started, run result. Exits 1 when the
     /// lambda errs or the run fails.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "dry_run")]
     pub wait: bool,
+    /// Ask the lambda from here, as the controller would, and print its decision and the
+    /// PipelineRun the controller would create; create nothing, set no annotation.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// With --dry-run: ask this URL instead of spec.needsSyncUrl, e.g. a `kubectl
+    /// port-forward` to a lambda Service that is reachable only inside the cluster.
+    #[arg(long, requires = "dry_run")]
+    pub lambda_url: Option<String>,
+    /// With --dry-run: `table` prints the decision and the run as YAML; `json` and `yaml` one
+    /// object with both.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table, requires = "dry_run")]
+    pub output: Output,
     /// How long `--wait` follows before giving up (exit 1).
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -42,9 +55,15 @@ pub struct SyncArgs {
     pub namespace: Option<String>,
     #[command(flatten)]
     pub kube: KubeArgs,
+    /// With --dry-run, the controller's egress rules (same flags, same defaults).
+    #[command(flatten, next_help_heading = "Lambda egress, with --dry-run")]
+    pub egress: EgressArgs,
 }
 
 pub async fn run(args: SyncArgs) -> Result<(), VerbError> {
+    if args.dry_run {
+        return super::dry_run::run(&args).await;
+    }
     let (ns, api) = args.kube.connect_in(args.namespace.as_deref()).await?;
     let name = &args.name;
     let what = format!("ModelSync {name}");

@@ -179,3 +179,49 @@ fn secret_and_egress_errors_are_not_ready_retried_and_told_once() {
         assert_eq!(Phase::still_reported(&status.conditions), Some(phase));
     }
 }
+
+#[test]
+fn tekton_starting_a_run_is_no_status_write_its_end_brings_the_start_time() {
+    let running = |start_time| RunSummary {
+        name: "r1".into(),
+        start_time,
+        completion_time: None,
+        result: RunResult::Running,
+    };
+    let created = next_status(
+        &ModelSyncStatus::default(),
+        &Observation {
+            last_run: Some(running(None)),
+            ..obs(Phase::RunActive("r1".into()), None)
+        },
+        at(0),
+    );
+    // The watch shows the run started: the status to write is the one already written.
+    let started = next_status(
+        &created,
+        &Observation {
+            last_run: Some(running(Some(at(2)))),
+            ..obs(Phase::RunActive("r1".into()), None)
+        },
+        at(3),
+    );
+    assert_eq!(created, started);
+    let ended = next_status(
+        &started,
+        &Observation {
+            last_run: Some(RunSummary {
+                start_time: Some(at(2)),
+                completion_time: Some(at(9)),
+                result: RunResult::Succeeded,
+                ..running(None)
+            }),
+            ..obs(Phase::Idle, None)
+        },
+        at(10),
+    );
+    let last = ended.last_run.unwrap();
+    assert_eq!(
+        (last.start_time, last.result),
+        (Some(at(2)), RunResult::Succeeded)
+    );
+}

@@ -60,6 +60,34 @@ fn pipeline_resources_are_refused_with_a_reason() {
 }
 
 #[test]
+fn a_run_carries_its_modelsyncs_shard_whatever_the_template_says() {
+    let mut t = template(json!({"pipelineRef": {"name": "p"}}));
+    t.metadata
+        .labels
+        .insert(LABEL_SHARD.to_owned(), "from-template".to_owned());
+    let a = answer(&[]);
+    let params = BTreeMap::new();
+    let build = |shard| {
+        build_run(&RunRequest {
+            name: "m-0123456789",
+            namespace: "ns",
+            modelsync: "m",
+            owner: json!({"uid": "u"}),
+            template: &t,
+            params: &params,
+            answer: &a,
+            decided_at: "2026-11-22T10:00:00Z",
+            shard,
+        })
+        .unwrap()
+    };
+    assert_eq!(build(Some("b"))["metadata"]["labels"][LABEL_SHARD], "b");
+    // Unsharded ModelSync: its runs must be unlabelled too, or the default controller's
+    // `!modelsync.dev/shard` watch would never see them.
+    assert!(build(None)["metadata"]["labels"].get(LABEL_SHARD).is_none());
+}
+
+#[test]
 fn a_template_without_a_pipeline_is_invalid() {
     assert!(v1_spec(&template(json!({"params": []}))).is_err());
     assert!(v1_spec(&template(json!("text"))).is_err());
@@ -93,6 +121,7 @@ fn mapped_params_override_template_params_and_others_stay() {
         params: &params,
         answer: &a,
         decided_at: "2026-11-22T10:00:00Z",
+        shard: None,
     })
     .unwrap();
     let got = run["spec"]["params"].as_array().unwrap();

@@ -148,6 +148,7 @@ fn run_from(
         params,
         answer: &answer,
         decided_at: "2026-01-01T00:00:00Z",
+        shard: None,
     })
     .map_err(|e| e.0)
 }

@@ -46,18 +46,29 @@ pub struct MirrorState {
     pub attempts: u64,
 }
 
-/// Syncs every `period` until the process ends, publishing each attempt on `state`.
+/// Syncs every `period`, and at once when `now` is notified (a git host's push webhook), until
+/// the process ends, publishing each attempt on `state`. Notifications during a sync make one
+/// more sync after it, however many there were.
 pub async fn run_loop(
     spec: SyncSpec,
     period: Duration,
     metrics: MirrorMetrics,
     state: watch::Sender<MirrorState>,
     webhook: Option<watch::Sender<Option<String>>>,
+    now: Arc<tokio::sync::Notify>,
 ) {
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticker.tick().await;
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = now.notified() => {
+                tracing::info!("syncing now: a push webhook asked");
+                // The period counts from this sync, so the next tick is not a second sync
+                // right behind it.
+                ticker.reset();
+            }
+        }
         // A failure is logged and kept in the state; the next tick simply tries again.
         let _ = sync_and_publish(&spec, &metrics, &state, webhook.as_ref()).await;
     }
@@ -222,7 +233,8 @@ pub fn run(args: MirrorArgs) -> anyhow::Result<()> {
                 }
             });
         }
-        run_loop(spec, args.period, metrics, state, webhook).await;
+        let never = Arc::new(tokio::sync::Notify::new());
+        run_loop(spec, args.period, metrics, state, webhook, never).await;
         Ok(())
     })
 }

@@ -115,7 +115,22 @@ struct Ports {
 impl ControlPlane {
     /// Builds the binaries if needed, starts all three components and waits until they serve.
     pub async fn start() -> Result<Self> {
-        Self::start_mode(None).await
+        Self::start_mode(None, None, &[]).await
+    }
+
+    /// Like [`ControlPlane::start`], with extra kube-apiserver flags, e.g. a feature gate
+    /// switched off to test what the controller does on a server without the feature.
+    pub async fn start_with_apiserver_flags(flags: &[&str]) -> Result<Self> {
+        Self::start_mode(None, None, flags).await
+    }
+
+    /// Like [`ControlPlane::start`], with etcd's data in `etcd_data`, which outlives the control
+    /// plane: a benchmark's fleet of 100,000 objects is created once and found again by the next
+    /// run. The folder is made if missing; nothing else of the control plane is kept.
+    pub async fn start_keeping_etcd(etcd_data: &Path) -> Result<Self> {
+        std::fs::create_dir_all(etcd_data)
+            .with_context(|| format!("creating {}", etcd_data.display()))?;
+        Self::start_mode(None, Some(etcd_data), &[]).await
     }
 
     /// A control plane ready for a real node named `node_name` beside it: the API server listens
@@ -123,16 +138,20 @@ impl ControlPlane {
     /// `kubernetes` Service's endpoint), service CIDR 10.96.0.0/24, certificates for talking to
     /// the kubelet, and every controller Deployments, Jobs and Tekton rely on.
     pub async fn start_for_node(node_name: &str) -> Result<Self> {
-        Self::start_mode(Some(node_name)).await
+        Self::start_mode(Some(node_name), None, &[]).await
     }
 
-    async fn start_mode(node: Option<&str>) -> Result<Self> {
+    async fn start_mode(
+        node: Option<&str>,
+        etcd_data: Option<&Path>,
+        apiserver_flags: &[&str],
+    ) -> Result<Self> {
         let binaries = tokio::task::spawn_blocking(Binaries::ensure).await??;
         // A port found free can be taken by someone else before our process binds it; a fresh
         // set of ports on a second try is enough for that rare clash.
         let mut last_error = None;
         for _ in 0..3 {
-            match Self::start_with(&binaries, node).await {
+            match Self::start_with(&binaries, node, etcd_data, apiserver_flags).await {
                 Ok(cp) => return Ok(cp),
                 Err(e) => last_error = Some(e),
             }
@@ -140,7 +159,12 @@ impl ControlPlane {
         Err(last_error.expect("three attempts were made"))
     }
 
-    async fn start_with(binaries: &Binaries, node: Option<&str>) -> Result<Self> {
+    async fn start_with(
+        binaries: &Binaries,
+        node: Option<&str>,
+        etcd_data: Option<&Path>,
+        apiserver_flags: &[&str],
+    ) -> Result<Self> {
         let started = Instant::now();
         let dir = tempfile::Builder::new()
             .prefix("modelsync-controlplane-")
@@ -203,7 +227,12 @@ impl ControlPlane {
             &binaries.etcd,
             &[
                 "--name=modelsync".into(),
-                format!("--data-dir={}", root.join("etcd").display()),
+                format!(
+                    "--data-dir={}",
+                    etcd_data
+                        .map_or_else(|| root.join("etcd"), Path::to_path_buf)
+                        .display()
+                ),
                 format!("--listen-client-urls={etcd_url}"),
                 format!("--advertise-client-urls={etcd_url}"),
                 format!("--listen-peer-urls={peer_url}"),
@@ -261,6 +290,7 @@ impl ControlPlane {
                 "--kubelet-preferred-address-types=InternalIP".into(),
             ]),
         }
+        apiserver_args.extend(apiserver_flags.iter().map(|f| f.to_string()));
         cp.spawn(
             Component::ApiServer,
             &binaries.kube_apiserver,

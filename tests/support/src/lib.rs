@@ -13,7 +13,8 @@
 //! controller, [`git`] runs git and `git daemon`, [`github`] stands in for GitHub's pull request
 //! API, and [`process`] ties child processes to the life of the one that started them.
 //!
-//! [`argocd`] builds the runner that tests Argo CD health checks under gopher-lua.
+//! [`argocd`] builds the runner that tests Argo CD health checks under gopher-lua; [`helm`]
+//! builds Helm, which the chart's tests run.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -35,10 +36,12 @@ pub mod faults;
 pub mod git;
 pub mod github;
 pub mod gitops_repo;
+pub mod helm;
 pub mod image;
 pub mod kubectl;
 pub mod labelbot;
 pub mod node;
+pub mod notify;
 pub mod process;
 pub mod promtool;
 pub mod tekton;
@@ -59,7 +62,26 @@ pub use controlplane::{Component, ControlPlane};
 pub async fn start_with_crds(
     extra_crds: &[k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition],
 ) -> Result<ControlPlane> {
-    let cp = ControlPlane::start().await?;
+    with_crds(ControlPlane::start().await?, extra_crds).await
+}
+
+/// [`start_with_crds`] with etcd's data kept in `etcd_data` between runs
+/// ([`ControlPlane::start_keeping_etcd`]).
+pub async fn start_with_crds_keeping_etcd(
+    extra_crds: &[k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition],
+    etcd_data: &std::path::Path,
+) -> Result<ControlPlane> {
+    with_crds(
+        ControlPlane::start_keeping_etcd(etcd_data).await?,
+        extra_crds,
+    )
+    .await
+}
+
+async fn with_crds(
+    cp: ControlPlane,
+    extra_crds: &[k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition],
+) -> Result<ControlPlane> {
     let client = cp.client().await?;
     let mut crds = tokio::task::spawn_blocking(crds::tekton_crds).await??;
     crds.extend_from_slice(extra_crds);

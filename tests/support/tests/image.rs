@@ -58,7 +58,7 @@ fn the_builder_follows_the_dockerfile() {
 
     // The manifests run the image as the recipe's user, under the name the builder gives it.
     for manifest in [
-        "kustomize/base/controller.yaml",
+        "kustomize/base/controller/controller.yaml",
         "kustomize/base/lambdas.yaml",
     ] {
         let text = std::fs::read_to_string(repo().join(manifest)).unwrap();

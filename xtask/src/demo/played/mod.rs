@@ -2,7 +2,9 @@
 //! kube-controller-manager, Tekton's CRDs, the `modelsync` controller, lambda server (with its
 //! git mirror) and `bump-pr`, and git. Played locally: Tekton's controller ([`player`] marks runs
 //! Running/Succeeded and does their work) and GitHub (a small stand-in for its pull request API).
+//! The trainer's [`notifications`] go to three receivers on loopback, one per format.
 
+mod notifications;
 mod player;
 mod repository;
 mod setup;
@@ -42,7 +44,8 @@ pub async fn story(ci: bool, say: Narrator) -> Result<()> {
     let token = dir.path().join("github-token");
     std::fs::write(&token, "demo-token-not-secret\n")?;
     let controller = setup::start_controller(say, &bin, &cp, &client, dir.path()).await?;
-    setup::apply_modelsyncs(say, &client, &lambdas.url()).await?;
+    let receivers = notifications::start(say, &client, dir.path()).await?;
+    setup::apply_modelsyncs(say, &client, &lambdas.url(), notifications::spec()).await?;
 
     let player = Player {
         say,
@@ -64,6 +67,7 @@ pub async fn story(ci: bool, say: Narrator) -> Result<()> {
     };
     let mut watch = Watch::new(say, &client, NS, player, Duration::from_secs(300), stalled);
     acts::the_trainers_run(&mut watch).await?;
+    notifications::show(say, &receivers).await?;
     acts::the_deployers_pull_request(&mut watch).await?;
     let newer = acts::a_newer_model_arrives(say, &repo, model_id(1)).await?;
     acts::its_pull_request(&mut watch, &newer).await?;

@@ -82,13 +82,20 @@ pub async fn start_controller(
 
 /// The trainer (`/needsTrain` → pipeline `retrain`) and the deployer (`/needsSync` → pipeline
 /// `update-model-pr`, passing the lambda's `model`), asking the lambda server at `lambdas`.
-pub async fn apply_modelsyncs(say: Narrator, client: &kube::Client, lambdas: &str) -> Result<()> {
-    let trainer = modelsync(
+/// The trainer tells the receivers `trainer_notify` names.
+pub async fn apply_modelsyncs(
+    say: Narrator,
+    client: &kube::Client,
+    lambdas: &str,
+    trainer_notify: Value,
+) -> Result<()> {
+    let mut trainer = modelsync(
         "trainer",
         format!("{lambdas}/needsTrain"),
         "retrain",
         json!([{"name": "notebook-path", "value": "notebooks/train.ipynb"}]),
     );
+    trainer["spec"]["notify"] = trainer_notify;
     let mut deployer = modelsync(
         "deployer",
         format!("{lambdas}/needsSync"),

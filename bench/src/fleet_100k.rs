@@ -1,0 +1,184 @@
+//! Scale at 100,000 ModelSyncs (`cargo xtask bench scale-100k`): one controller, then 4 shards
+//! of 25,000, each ModelSync polled every 60 s with one finished run, measured as section 2
+//! measures 10k (cold start, polls achieved, lag, CPU, peak RSS, idle writes).
+//!
+//! Creating 200,000 objects takes minutes, so each fleet is made once and kept: etcd's data
+//! folder lives in the benchmark cache (`<cache>/modelsync/bench/…`), keyed by the fleet's shape
+//! and the API version, and a marker file says the fleet is complete. A cut-short creation resumes.
+//! `MODELSYNC_BENCH_PREPARE_ONLY=1` makes the fleets and measures nothing.
+//! The unsharded fleet and the sharded one are two folders: a controller without `--shard`
+//! takes only ModelSyncs without the shard label, so the two cannot share objects.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use kube::{CustomResourceExt, Resource};
+use modelsync_api::ModelSync;
+use serde_json::json;
+
+use crate::Opts;
+use crate::env::FastLambda;
+use crate::fleet::{self, Reading, Shape};
+use crate::report::Figure;
+
+const N: usize = 100_000;
+const SHARDS: usize = 4;
+const NS: &str = "bench-fleet";
+/// The fleet's lambda is the benchmark's own, on a port that changes from run to run; the
+/// ModelSyncs name it through this stable address, which the benchmark serves.
+const LAMBDA_PORT: u16 = 18_731;
+
+/// `<cache>/bench/fleet-<n>-runs<k>-shards<s>-<API version>`. Keyed by the API version, not
+/// the CRD's text: the CRDs are applied again at every start, and an added optional field
+/// leaves the stored objects valid, so it need not cost a new fleet.
+fn etcd_folder(shape: Shape) -> Result<PathBuf> {
+    let version = ModelSync::api_version(&()).replace('/', "-");
+    let key = format!(
+        "bench/fleet-{N}-runs{}-shards{}-{version}",
+        shape.runs_each, shape.shards
+    );
+    Ok(modelsync_testenv::cache::root()?.join(key))
+}
+
+/// Starts a control plane on the kept fleet, creating (or completing) it first if needed.
+async fn fleet(shape: Shape) -> Result<(modelsync_testenv::ControlPlane, kube::Client)> {
+    let dir = etcd_folder(shape)?;
+    let complete = dir.join("complete");
+    let cp =
+        modelsync_testenv::start_with_crds_keeping_etcd(&[ModelSync::crd()], &dir.join("etcd"))
+            .await?;
+    let client = cp.client().await?;
+    if !complete.exists() {
+        eprintln!(
+            "   making the {N}-ModelSync fleet ({} shards) once, kept in {}",
+            shape.shards,
+            dir.display()
+        );
+        let started = Instant::now();
+        modelsync_testenv::create_namespace(&client, NS).await?;
+        let url = format!("http://127.0.0.1:{LAMBDA_PORT}/needsSync");
+        let step = 10_000;
+        for from in (0..N).step_by(step) {
+            fleet::populate_shaped(&client, NS, from, (from + step).min(N), &url, shape).await?;
+        }
+        std::fs::write(
+            &complete,
+            format!("{:.0}s\n", started.elapsed().as_secs_f64()),
+        )
+        .with_context(|| format!("writing {}", complete.display()))?;
+        eprintln!("   fleet made in {:.0}s", started.elapsed().as_secs_f64());
+    } else {
+        let took = std::fs::read_to_string(&complete).unwrap_or_default();
+        eprintln!(
+            "   reusing the fleet in {} (made in {})",
+            dir.display(),
+            took.trim()
+        );
+    }
+    Ok((cp, client))
+}
+
+async fn reading(opts: &Opts, shape: Shape, controllers: &[Vec<String>]) -> Result<Reading> {
+    let lambda = FastLambda::start_on(
+        LAMBDA_PORT,
+        Arc::new(|_: &str| json!({"needsSync": false, "reason": "bench"})),
+    )
+    .await?;
+    let (cp, client) = fleet(shape).await?;
+    let logs = tempfile::tempdir()?;
+    fleet::measure_with(&cp, &client, opts, NS, N, &lambda, logs.path(), controllers).await
+}
+
+fn figures(k: &str, readings: &[Reading], rss_target_mb: f64) -> Vec<Figure> {
+    let each = |f: fn(&Reading) -> f64| readings.iter().map(f).collect::<Vec<f64>>();
+    let rss_target = format!("< {rss_target_mb:.0}");
+    vec![
+        Figure::new(
+            "scale",
+            &format!("{k}: cold start to all polled"),
+            "s",
+            each(|r| r.cold_start_s),
+        )
+        .with_target("< 120", |v, _| v < 120.0),
+        Figure::new(
+            "scale",
+            &format!("{k}: polls achieved / expected"),
+            "%",
+            each(|r| r.polls_ratio * 100.0),
+        )
+        .with_target("≥ 99", |v, _| v >= 99.0),
+        Figure::new(
+            "scale",
+            &format!("{k}: polled again on time"),
+            "%",
+            each(|r| r.repolled_ratio * 100.0),
+        ),
+        Figure::new(
+            "scale",
+            &format!("{k}: poll lag p50 (bucket bound)"),
+            "s",
+            each(|r| r.lag_p50_s),
+        ),
+        Figure::new(
+            "scale",
+            &format!("{k}: poll lag p99 (bucket bound)"),
+            "s",
+            each(|r| r.lag_p99_s),
+        )
+        .with_target("< 2", |v, _| v < 2.0),
+        Figure::new(
+            "scale",
+            &format!("{k}: controller CPU (all replicas)"),
+            "cores",
+            each(|r| r.cpu_cores),
+        ),
+        Figure::new(
+            "scale",
+            &format!("{k}: peak RSS (largest replica)"),
+            "MB",
+            each(|r| r.peak_rss_mb),
+        )
+        .with_target(&rss_target, move |v, _| v < rss_target_mb),
+        Figure::new(
+            "scale",
+            &format!("{k}: API writes while idle"),
+            "/min",
+            each(|r| r.idle_writes_per_min),
+        )
+        .with_target("0", |v, _| v == 0.0),
+    ]
+}
+
+pub async fn run(opts: &Opts) -> Result<Vec<Figure>> {
+    let one = Shape {
+        runs_each: 1,
+        shards: 0,
+    };
+    let sharded = Shape {
+        runs_each: 1,
+        shards: SHARDS,
+    };
+    if std::env::var_os("MODELSYNC_BENCH_PREPARE_ONLY").is_some() {
+        // Makes the kept fleets and stops: their creation is load, not a measurement, and
+        // can run while the machine is busy with something else.
+        for shape in [one, sharded] {
+            drop(fleet(shape).await?);
+        }
+        return Ok(Vec::new());
+    }
+    let mut single = Vec::new();
+    for _ in 0..opts.runs {
+        single.push(reading(opts, one, &[vec![]]).await?);
+    }
+    let shard_flags: Vec<Vec<String>> =
+        (0..SHARDS).map(|i| vec![format!("--shard=s{i}")]).collect();
+    let mut shards = Vec::new();
+    for _ in 0..opts.runs {
+        shards.push(reading(opts, sharded, &shard_flags).await?);
+    }
+    let mut out = figures("100k, one controller", &single, 1024.0);
+    out.extend(figures("100k, 4 shards of 25k", &shards, 300.0));
+    Ok(out)
+}

@@ -1,0 +1,3 @@
+module modelsync.dev/tests/notify/hmac
+
+go 1.26
