@@ -15,6 +15,7 @@ use serde_json::json;
 use tracing::warn;
 
 use crate::context::Context;
+use crate::metrics::WriteResult;
 use crate::plan::{Created, run_ref};
 use crate::runs::RunRecord;
 use crate::shard::{ListedRun, Shard};
@@ -48,6 +49,16 @@ impl Error {
     }
 }
 
+/// `fine` lists the API error codes that mean the work was done already (a run deleted twice,
+/// a run adopted after a restart): those are not failed writes.
+fn write_result<T>(result: &Result<T, kube::Error>, fine: &[u16]) -> WriteResult {
+    match result {
+        Ok(_) => WriteResult::Ok,
+        Err(kube::Error::Api(s)) if fine.contains(&s.code) => WriteResult::Ok,
+        Err(_) => WriteResult::Error,
+    }
+}
+
 fn kube_err(doing: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     let doing = doing.into();
     move |source| Error::Kube { doing, source }
@@ -56,7 +67,10 @@ fn kube_err(doing: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
 /// Deletes a finished run; one already gone is fine.
 pub async fn delete_run(ctx: &Context, ns: &str, run: &str) -> Result<bool, Error> {
     let api = Api::<PipelineRun>::namespaced(ctx.client.clone(), ns);
-    match api.delete(run, &DeleteParams::background()).await {
+    let result = api.delete(run, &DeleteParams::background()).await;
+    ctx.metrics
+        .api_write("pipelineruns", "delete", write_result(&result, &[404]));
+    match result {
         Ok(_) => {
             ctx.metrics.runs_deleted.inc();
             Ok(true)
@@ -70,10 +84,12 @@ pub async fn delete_run(ctx: &Context, ns: &str, run: &str) -> Result<bool, Erro
 pub async fn cancel_run(ctx: &Context, ns: &str, run: &str) -> Result<(), Error> {
     let api = Api::<PipelineRun>::namespaced(ctx.client.clone(), ns);
     let patch = json!({"spec": {"status": SPEC_STATUS_CANCELLED}});
-    match api
+    let result = api
         .patch(run, &PatchParams::default(), &Patch::Merge(patch))
-        .await
-    {
+        .await;
+    ctx.metrics
+        .api_write("pipelineruns", "patch", write_result(&result, &[404]));
+    match result {
         Ok(_) => {
             ctx.metrics.runs_cancelled.inc();
             Ok(())
@@ -140,7 +156,10 @@ pub async fn create_run(
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
-    match api.create(&pp, &obj).await {
+    let result = api.create(&pp, &obj).await;
+    ctx.metrics
+        .api_write("pipelineruns", "create", write_result(&result, &[409]));
+    match result {
         Ok(created) => {
             ctx.metrics.runs_created.inc();
             Ok(Created::New { uid: created.uid() })
@@ -210,14 +229,17 @@ pub async fn write_status(
         "kind": ModelSync::kind(&()),
         "status": next,
     });
-    api.patch_status(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(body),
-    )
-    .await
-    .map_err(kube_err(format!("writing the status of {ns}/{name}")))?;
-    ctx.metrics.status_writes.inc();
+    let result = api
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await;
+    ctx.metrics
+        .api_write("modelsyncs/status", "patch", write_result(&result, &[]));
+    result.map_err(kube_err(format!("writing the status of {ns}/{name}")))?;
+    ctx.metrics.status_written(std::time::SystemTime::now());
 
     let me = ms.object_ref(&());
     let events = status::events(&prev, &next, obs);

@@ -196,13 +196,19 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
                 lease::identity(),
                 Duration::from_secs(15),
             ));
+            // Waiting replicas say so, so "no leader" is visible as every replica at 0.
+            metrics.leading(&elector.name, false);
             elector
                 .acquire()
                 .await
                 .with_context(|| format!("taking the leader-election Lease {ns}/{lease_name}"))?;
+            metrics.leading(&elector.name, true);
             Some(elector)
         }
-        false => None,
+        false => {
+            metrics.leading("", true);
+            None
+        }
     };
 
     let (modelsyncs, runs_api) = watches::apis(&client, args.namespace.as_deref());
@@ -231,6 +237,7 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
         watches::runs(
             runs_api,
             index.clone(),
+            metrics.clone(),
             &shard,
             strategy,
             Lineage::start(&args.lineage, metrics.clone()),
@@ -266,9 +273,11 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
     );
     // The Lease is renewed in its own task, beside the passes; losing it ends the controller.
     let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
+    let lost_metrics = metrics.clone();
     let holder = elector.clone().map(|elector| {
         tokio::spawn(async move {
             elector.hold().await;
+            lost_metrics.leading(&elector.name, false);
             let _ = lost_tx.send(());
         })
     });

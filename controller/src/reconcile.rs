@@ -92,7 +92,8 @@ async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> 
             Ok(_) => "no",
             Err(e) => e.metric_label(),
         };
-        ctx.metrics.lambda_called(asked.elapsed(), outcome);
+        ctx.metrics
+            .lambda_called(&ns, &name, asked.elapsed(), outcome, result.is_ok());
         facts.answer = Some(Answer {
             result,
             at: Now::read(),
@@ -101,6 +102,9 @@ async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> 
     }
     if let Some(lag) = plan.poll_lag {
         ctx.metrics.poll_lag.observe(lag.as_secs_f64());
+        if ms.spec.poll_interval().is_ok_and(|interval| lag > interval) {
+            ctx.metrics.polls_late.inc();
+        }
     }
     if let Some(warning) = &plan.warning {
         warn!(modelsync = %who, "{warning}");

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use kube::ResourceExt;
 use kube::runtime::watcher::Event;
 use modelsync_api::PipelineRun;
-use modelsync_api::modelsync::LABEL_NAME;
+use modelsync_api::modelsync::{LABEL_NAME, RunResult};
 
 use crate::runs::RunRecord;
 
@@ -33,13 +33,45 @@ fn key(run: &PipelineRun) -> Option<Key> {
     Some((run.namespace()?, run.labels().get(LABEL_NAME)?.clone()))
 }
 
-fn insert(runs: &mut Runs, run: &PipelineRun) {
-    if let Some(k) = key(run) {
-        let record = RunRecord::from(run);
-        runs.entry(k)
-            .or_default()
-            .insert(record.name.clone(), Arc::new(record));
+/// A run the index saw go from running to finished.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finished {
+    pub namespace: String,
+    /// The ModelSync the run is labelled for.
+    pub modelsync: String,
+    pub result: RunResult,
+}
+
+/// The result `next` finished with, if `prev` is the same run still running. A run first seen
+/// finished (the first list after a start) is not counted: it may have finished long ago, and
+/// counting it again at every restart would read as a burst of results.
+pub fn finished(prev: Option<&RunRecord>, next: &RunRecord) -> Option<RunResult> {
+    match (prev.map(|p| p.result), next.result) {
+        (Some(RunResult::Running), RunResult::Running) => None,
+        (Some(RunResult::Running), result) => Some(result),
+        _ => None,
     }
+}
+
+/// Inserts `run` into `runs`; `known` holds what was known of it before (the same map, or the
+/// index a relist is about to replace).
+fn insert(runs: &mut Runs, known: Option<&Runs>, run: &PipelineRun) -> Option<Finished> {
+    let k = key(run)?;
+    let record = RunRecord::from(run);
+    let prev = known
+        .unwrap_or(runs)
+        .get(&k)
+        .and_then(|m| m.get(&record.name))
+        .cloned();
+    let result = finished(prev.as_deref(), &record);
+    runs.entry(k.clone())
+        .or_default()
+        .insert(record.name.clone(), Arc::new(record));
+    result.map(|result| Finished {
+        namespace: k.0,
+        modelsync: k.1,
+        result,
+    })
 }
 
 impl RunIndex {
@@ -49,11 +81,12 @@ impl RunIndex {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// Applies one watch event.
-    pub fn apply(&self, event: &Event<PipelineRun>) {
+    /// Applies one watch event; says so when it shows a run finishing.
+    pub fn apply(&self, event: &Event<PipelineRun>) -> Option<Finished> {
         let mut inner = self.inner.lock().expect("run index lock");
+        let inner = &mut *inner;
         match event {
-            Event::Apply(run) => insert(&mut inner.runs, run),
+            Event::Apply(run) => return insert(&mut inner.runs, None, run),
             Event::Delete(run) => {
                 if let Some(k) = key(run) {
                     let now_empty = inner.runs.get_mut(&k).is_some_and(|m| {
@@ -66,10 +99,13 @@ impl RunIndex {
                 }
             }
             Event::Init => inner.relist = Some(Runs::new()),
-            Event::InitApply(run) => match inner.relist.as_mut() {
-                Some(relist) => insert(relist, run),
-                None => insert(&mut inner.runs, run),
-            },
+            // Runs that finished during a watch gap are compared with the index being replaced.
+            Event::InitApply(run) => {
+                return match inner.relist.as_mut() {
+                    Some(relist) => insert(relist, Some(&inner.runs), run),
+                    None => insert(&mut inner.runs, None, run),
+                };
+            }
             Event::InitDone => {
                 if let Some(relist) = inner.relist.take() {
                     inner.runs = relist;
@@ -77,6 +113,7 @@ impl RunIndex {
                 self.ready.store(true, Ordering::Release);
             }
         }
+        None
     }
 
     /// The runs labelled for `namespace/name` (ownership is checked by the caller).
@@ -143,5 +180,49 @@ mod tests {
         idx.apply(&Event::InitDone);
         assert!(idx.runs_of("a", "m").is_empty());
         assert_eq!(idx.len(), 1);
+    }
+
+    fn with_result(mut r: PipelineRun, status: &str) -> PipelineRun {
+        let conditions =
+            serde_json::json!({"conditions": [{"type": "Succeeded", "status": status}]});
+        r.status = Some(serde_json::from_value(conditions).unwrap());
+        r
+    }
+
+    #[test]
+    fn reports_a_run_once_when_it_finishes_even_across_a_relist() {
+        let idx = RunIndex::default();
+        idx.apply(&Event::Init);
+        let old = with_result(run("a", "m", "old"), "False");
+        assert_eq!(
+            idx.apply(&Event::InitApply(old)),
+            None,
+            "finished before we looked"
+        );
+        idx.apply(&Event::InitDone);
+
+        let r1 = run("a", "m", "r1");
+        assert_eq!(idx.apply(&Event::Apply(r1.clone())), None, "started");
+        assert_eq!(idx.apply(&Event::Apply(r1.clone())), None, "still running");
+        let done = idx.apply(&Event::Apply(with_result(r1.clone(), "True")));
+        let expected = Finished {
+            namespace: "a".into(),
+            modelsync: "m".into(),
+            result: RunResult::Succeeded,
+        };
+        assert_eq!(done, Some(expected));
+        assert_eq!(
+            idx.apply(&Event::Apply(with_result(r1, "True"))),
+            None,
+            "counted once"
+        );
+
+        let r2 = run("a", "m", "r2");
+        idx.apply(&Event::Apply(r2.clone()));
+        // The watch broke while r2 failed; the relist compares with what was known.
+        idx.apply(&Event::Init);
+        let failed = idx.apply(&Event::InitApply(with_result(r2, "False")));
+        assert_eq!(failed.map(|f| f.result), Some(RunResult::Failed));
+        idx.apply(&Event::InitDone);
     }
 }

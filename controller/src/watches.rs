@@ -18,6 +18,7 @@ use modelsync_api::{ModelSync, PipelineRun};
 use crate::context::Context;
 use crate::lineage::Lineage;
 use crate::list_strategy::ListStrategy;
+use crate::metrics::Metrics;
 use crate::run_index::RunIndex;
 use crate::shard::Shard;
 use crate::watch_backoff::{NoSharedBackoff, WatchBackoff};
@@ -40,6 +41,7 @@ pub fn apis(client: &Client, namespace: Option<&str>) -> (Api<ModelSync>, Api<Pi
 pub fn runs(
     api: Api<PipelineRun>,
     index: RunIndex,
+    metrics: Arc<Metrics>,
     shard: &Shard,
     strategy: ListStrategy,
     lineage: Option<Arc<Lineage>>,
@@ -48,7 +50,9 @@ pub fn runs(
         .backoff(WatchBackoff::default())
         .inspect(move |ev| {
             if let Ok(ev) = ev {
-                index.apply(ev);
+                if let Some(done) = index.apply(ev) {
+                    metrics.run_finished(&done.namespace, &done.modelsync, done.result);
+                }
                 if let Some(lineage) = &lineage {
                     lineage.observe(ev);
                 }
@@ -96,6 +100,8 @@ pub fn controller(
                 if let Some(uid) = ms.uid() {
                     ctx.forget(&uid);
                 }
+                ctx.metrics
+                    .forget_modelsync(&ms.namespace().unwrap_or_default(), &ms.name_any());
             }
             Ok(watcher::Event::InitDone) => mark_listed.store(true, Ordering::Release),
             _ => {}

@@ -68,17 +68,17 @@ impl ServerMetrics {
         registry.register(
             "lambda_requests",
             "Requests to lambda routes, by route and HTTP status",
-            requests.clone(),
+            modelsync_telemetry::Declared(requests.clone()),
         );
         registry.register(
             "lambda_request_duration_seconds",
             "Time to serve a lambda route",
-            latency.clone(),
+            modelsync_telemetry::Declared(latency.clone()),
         );
         registry.register(
             "lambda_answers",
             "Answers served, by route and outcome (yes, no, error, not_ready)",
-            answers.clone(),
+            modelsync_telemetry::Declared(answers.clone()),
         );
         ServerMetrics {
             requests,

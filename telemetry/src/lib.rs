@@ -7,6 +7,8 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 /// How log lines are written.
@@ -71,6 +73,23 @@ pub async fn metrics_handler(State(registry): State<Arc<Registry>>) -> Response 
     }
 }
 
+/// A metric family whose `# HELP` and `# TYPE` lines are written from the start, before its
+/// first labelled series exists. prometheus-client leaves an empty family out of the output,
+/// so a dashboard or an alert naming it could not tell "nothing happened yet" from "renamed".
+/// An OpenMetrics family may have no samples; Prometheus reads it as such.
+#[derive(Debug, Clone)]
+pub struct Declared<M>(pub M);
+
+impl<M: EncodeMetric> EncodeMetric for Declared<M> {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +104,27 @@ mod tests {
         let text = encode(&registry).unwrap();
         assert!(text.contains("things_total 1"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn a_declared_family_is_described_before_its_first_series() {
+        use prometheus_client::encoding::EncodeLabelSet;
+        use prometheus_client::metrics::family::Family;
+
+        #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+        struct Route {
+            route: &'static str,
+        }
+        let mut registry = Registry::default();
+        let plain = Family::<Route, Counter>::default();
+        let declared = Family::<Route, Counter>::default();
+        registry.register("plain", "Left out while empty", plain.clone());
+        registry.register("declared", "Described at once", Declared(declared.clone()));
+        let text = encode(&registry).unwrap();
+        assert!(text.contains("# TYPE declared counter\n"), "{text}");
+        assert!(!text.contains("plain"), "{text}");
+        declared.get_or_create(&Route { route: "/a" }).inc();
+        let text = encode(&registry).unwrap();
+        assert!(text.contains("declared_total{route=\"/a\"} 1"), "{text}");
     }
 }

@@ -46,12 +46,12 @@ impl MirrorMetrics {
         registry.register(
             "git_sync_count",
             "How many git syncs were attempted, by outcome",
-            count.clone(),
+            modelsync_telemetry::Declared(count.clone()),
         );
         registry.register(
             "git_sync_duration_seconds",
             "How long git syncs took, by outcome",
-            duration.clone(),
+            modelsync_telemetry::Declared(duration.clone()),
         );
         MirrorMetrics { count, duration }
     }

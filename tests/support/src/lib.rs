@@ -43,6 +43,7 @@ pub mod labelbot;
 pub mod node;
 pub mod notify;
 pub mod process;
+pub mod promtool;
 pub mod tekton;
 pub mod tekton_real;
 pub mod wait;
