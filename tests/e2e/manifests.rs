@@ -18,7 +18,12 @@ use modelsync_api::ModelSync;
 use serde_json::Value;
 
 fn control_plane() -> &'static modelsync_testenv::ControlPlane {
-    modelsync_testenv::shared_with_crds(|| vec![ModelSync::crd()])
+    modelsync_testenv::shared_with_crds(|| {
+        let mut crds = modelsync_testenv::crds::prometheus_operator_crds()
+            .expect("the Prometheus Operator's CRDs (for kustomize/components/monitoring)");
+        crds.push(ModelSync::crd());
+        crds
+    })
 }
 
 /// What one YAML file is, and the documents to check.
@@ -29,14 +34,66 @@ enum Kind {
     LambdaConfig,
     /// Model records the lambdas read.
     ModelRecords,
+    /// A patch a kustomization in its folder applies: checked in that kustomization's render.
+    Patch,
+}
+
+/// Whether the `kustomization.yaml` beside `path` applies it as a patch.
+fn is_patch_of_its_kustomization(path: &Path) -> bool {
+    let kustomization = path.with_file_name("kustomization.yaml");
+    let Ok(text) = std::fs::read_to_string(&kustomization) else {
+        return false;
+    };
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    documents(&text).is_ok_and(|docs| {
+        docs.iter().any(|k| {
+            k["patches"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["path"] == *name))
+        })
+    })
+}
+
+/// A kustomize Component cannot be rendered alone: it is rendered on top of `kustomize/base`,
+/// from an overlay in a temporary folder that names both by relative path (kustomize refuses
+/// absolute ones).
+fn kustomize_component(dir: &Path) -> anyhow::Result<Vec<Value>> {
+    let overlay = tempfile::tempdir()?;
+    let relative = |target: &Path| {
+        let up = overlay.path().components().count().saturating_sub(1);
+        let target = std::fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf());
+        format!(
+            "{}{}",
+            "../".repeat(up),
+            target.to_string_lossy().trim_start_matches('/')
+        )
+    };
+    std::fs::write(
+        overlay.path().join("kustomization.yaml"),
+        format!(
+            "resources:\n- {}\ncomponents:\n- {}\n",
+            relative(&repo_root().join("kustomize/base")),
+            relative(dir)
+        ),
+    )?;
+    kustomize(overlay.path())
 }
 
 fn classify(path: &Path) -> Result<Kind, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     if path.file_name().is_some_and(|n| n == "kustomization.yaml") {
-        return kustomize(path.parent().unwrap())
+        let dir = path.parent().unwrap();
+        if documents(&text).is_ok_and(|d| d.first().is_some_and(|k| k["kind"] == "Component")) {
+            return kustomize_component(dir)
+                .map(Kind::Objects)
+                .map_err(|e| format!("{e:#}"));
+        }
+        return kustomize(dir)
             .map(Kind::Objects)
             .map_err(|e| format!("{e:#}"));
+    }
+    if is_patch_of_its_kustomization(path) {
+        return Ok(Kind::Patch);
     }
     let docs = documents(&text).map_err(|e| format!("not YAML: {e}"))?;
     if docs.is_empty() {
@@ -93,6 +150,7 @@ async fn every_manifest_is_accepted_by_the_api_server() {
             Err(e) => failures.push(format!("{shown}: {e}")),
             Ok(Kind::LambdaConfig) => configs += 1,
             Ok(Kind::ModelRecords) => records += 1,
+            Ok(Kind::Patch) => {}
             Ok(Kind::Objects(docs)) => {
                 for doc in docs {
                     kinds.insert(doc["kind"].as_str().unwrap_or_default().to_owned());

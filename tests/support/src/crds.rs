@@ -66,14 +66,40 @@ fn keep_only_v1(crd: &mut Value) -> bool {
 
 /// The pinned Tekton module's folder in the Go module cache, downloading it on first use.
 pub fn tekton_module_dir() -> Result<PathBuf> {
-    let spec = format!("{TEKTON_MODULE}@{TEKTON_VERSION}");
+    module_dir(TEKTON_MODULE, TEKTON_VERSION)
+}
+
+/// The Prometheus Operator, whose CRDs the `kustomize/components/monitoring` objects need.
+pub const PROMETHEUS_OPERATOR_VERSION: &str = "v0.85.0";
+const PROMETHEUS_OPERATOR_MODULE: &str = "github.com/prometheus-operator/prometheus-operator";
+
+/// The Prometheus Operator's `PrometheusRule` and `PodMonitor` CRDs, from its Go module at a
+/// pinned version (its `example/prometheus-operator-crd/`), so the monitoring component is
+/// checked by the operator's own schema.
+pub fn prometheus_operator_crds() -> Result<Vec<CustomResourceDefinition>> {
+    let dir = module_dir(PROMETHEUS_OPERATOR_MODULE, PROMETHEUS_OPERATOR_VERSION)?
+        .join("example/prometheus-operator-crd");
+    ["prometheusrules", "podmonitors"]
+        .iter()
+        .map(|plural| {
+            let path = dir.join(format!("monitoring.coreos.com_{plural}.yaml"));
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            serde_yaml_ng::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+        })
+        .collect()
+}
+
+/// Downloads (once) the Go module `module@version` and returns its folder.
+fn module_dir(module: &str, version: &str) -> Result<PathBuf> {
+    let spec = format!("{module}@{version}");
     let out = Command::new("go")
         .args(["mod", "download", "-json", &spec])
         // Outside any module, so no go.mod's settings leak in.
         .current_dir(std::env::temp_dir())
         .output()
         .context(
-            "running `go mod download` for Tekton's CRDs: install Go 1.26 or newer and put it on PATH",
+            "running `go mod download` for CRDs: install Go 1.26 or newer and put it on PATH",
         )?;
     let info: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     match info["Dir"].as_str() {
