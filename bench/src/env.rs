@@ -210,9 +210,23 @@ impl FastLambda {
                 ),
             )
             .with_state(state);
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .with_context(|| format!("binding the benchmark's lambda to 127.0.0.1:{port}"))?;
+        // A fixed port may still be held for a moment by the lambda of the measurement before,
+        // whose server task is aborted but not yet gone.
+        let mut tries = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                Ok(l) => break l,
+                Err(_) if port != 0 && tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("binding the benchmark's lambda to 127.0.0.1:{port}")
+                    });
+                }
+            }
+        };
         let url = format!("http://{}/needsSync", listener.local_addr()?);
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

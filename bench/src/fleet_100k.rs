@@ -151,7 +151,14 @@ fn figures(k: &str, readings: &[Reading], rss_target_mb: f64) -> Vec<Figure> {
     ]
 }
 
-pub async fn run(opts: &Opts) -> Result<Vec<Figure>> {
+/// Which of the two measurements: one controller, or 4 shards of 25,000.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Replicas {
+    One,
+    Shards,
+}
+
+pub async fn run(opts: &Opts, replicas: Replicas) -> Result<Vec<Figure>> {
     let one = Shape {
         runs_each: 1,
         shards: 0,
@@ -168,17 +175,17 @@ pub async fn run(opts: &Opts) -> Result<Vec<Figure>> {
         }
         return Ok(Vec::new());
     }
-    let mut single = Vec::new();
-    for _ in 0..opts.runs {
-        single.push(reading(opts, one, &[vec![]]).await?);
+    let mut readings = Vec::new();
+    if replicas == Replicas::One {
+        for _ in 0..opts.runs {
+            readings.push(reading(opts, one, &[vec![]]).await?);
+        }
+        return Ok(figures("100k, one controller", &readings, 1024.0));
     }
     let shard_flags: Vec<Vec<String>> =
         (0..SHARDS).map(|i| vec![format!("--shard=s{i}")]).collect();
-    let mut shards = Vec::new();
     for _ in 0..opts.runs {
-        shards.push(reading(opts, sharded, &shard_flags).await?);
+        readings.push(reading(opts, sharded, &shard_flags).await?);
     }
-    let mut out = figures("100k, one controller", &single, 1024.0);
-    out.extend(figures("100k, 4 shards of 25k", &shards, 300.0));
-    Ok(out)
+    Ok(figures("100k, 4 shards of 25k", &readings, 300.0))
 }

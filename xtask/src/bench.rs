@@ -10,8 +10,8 @@ use crate::release;
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// Arguments for modelsync-bench: benchmark names (decision, scale, memory, lambdas,
-    /// mirror, push, writes, scale-100k; default all but writes, which decision includes, and
-    /// scale-100k) and options such as `--runs 3`.
+    /// mirror, push, writes, scale-100k, scale-100k-shards; default all but writes, which
+    /// decision includes, and the two 100k ones) and options such as `--runs 3`.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
 }
