@@ -307,6 +307,26 @@ pub async fn measure_with(
     Ok(r)
 }
 
+/// The eight scale figures of `readings` (one per run), named `<k>: ...`, without targets.
+pub fn scale_figures(k: &str, readings: &[Reading]) -> Vec<Figure> {
+    let each = |f: fn(&Reading) -> f64| readings.iter().map(f).collect::<Vec<f64>>();
+    let figure = |what: &str, unit: &str, f: fn(&Reading) -> f64| {
+        Figure::new("scale", &format!("{k}: {what}"), unit, each(f))
+    };
+    vec![
+        figure("cold start to all polled", "s", |r| r.cold_start_s),
+        figure("polls achieved / expected", "%", |r| r.polls_ratio * 100.0),
+        figure("polled again on time", "%", |r| r.repolled_ratio * 100.0),
+        figure("poll lag p50 (bucket bound)", "s", |r| r.lag_p50_s),
+        figure("poll lag p99 (bucket bound)", "s", |r| r.lag_p99_s),
+        figure("controller CPU (all replicas)", "cores", |r| r.cpu_cores),
+        figure("controller peak RSS (largest replica)", "MB", |r| {
+            r.peak_rss_mb
+        }),
+        figure("API writes while idle", "/min", |r| r.idle_writes_per_min),
+    ]
+}
+
 /// Runs measured at each fleet size. The 1k fleet gets one: it has no target, and each run of
 /// a fleet lasts more than a poll period, which the suite's 15-minute budget cannot repeat.
 fn runs_at(n: usize, opts: &Opts) -> usize {
@@ -360,57 +380,7 @@ pub async fn run(opts: &Opts) -> Result<Vec<Figure>> {
     let mut out = Vec::new();
     for (n, readings) in &fleets {
         let k = if *n >= 10_000 { "10k" } else { "1k" };
-        let each = |f: fn(&Reading) -> f64| readings.iter().map(f).collect::<Vec<f64>>();
-        let mut f = vec![
-            Figure::new(
-                "scale",
-                &format!("{k}: cold start to all polled"),
-                "s",
-                each(|r| r.cold_start_s),
-            ),
-            Figure::new(
-                "scale",
-                &format!("{k}: polls achieved / expected"),
-                "%",
-                each(|r| r.polls_ratio * 100.0),
-            ),
-            Figure::new(
-                "scale",
-                &format!("{k}: polled again on time"),
-                "%",
-                each(|r| r.repolled_ratio * 100.0),
-            ),
-            Figure::new(
-                "scale",
-                &format!("{k}: poll lag p50 (bucket bound)"),
-                "s",
-                each(|r| r.lag_p50_s),
-            ),
-            Figure::new(
-                "scale",
-                &format!("{k}: poll lag p99 (bucket bound)"),
-                "s",
-                each(|r| r.lag_p99_s),
-            ),
-            Figure::new(
-                "scale",
-                &format!("{k}: controller CPU"),
-                "cores",
-                each(|r| r.cpu_cores),
-            ),
-            Figure::new(
-                "scale",
-                &format!("{k}: controller peak RSS"),
-                "MB",
-                each(|r| r.peak_rss_mb),
-            ),
-            Figure::new(
-                "scale",
-                &format!("{k}: API writes while idle"),
-                "/min",
-                each(|r| r.idle_writes_per_min),
-            ),
-        ];
+        let mut f = scale_figures(k, readings);
         if *n >= 10_000 {
             f[1] = f[1].clone().with_target("≥ 99", |v, _| v >= 99.0);
             f[4] = f[4].clone().with_target("< 2", |v, _| v < 2.0);

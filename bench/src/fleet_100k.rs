@@ -92,63 +92,17 @@ async fn reading(opts: &Opts, shape: Shape, controllers: &[Vec<String>]) -> Resu
 }
 
 fn figures(k: &str, readings: &[Reading], rss_target_mb: f64) -> Vec<Figure> {
-    let each = |f: fn(&Reading) -> f64| readings.iter().map(f).collect::<Vec<f64>>();
-    let rss_target = format!("< {rss_target_mb:.0}");
-    vec![
-        Figure::new(
-            "scale",
-            &format!("{k}: cold start to all polled"),
-            "s",
-            each(|r| r.cold_start_s),
-        )
-        .with_target("< 120", |v, _| v < 120.0),
-        Figure::new(
-            "scale",
-            &format!("{k}: polls achieved / expected"),
-            "%",
-            each(|r| r.polls_ratio * 100.0),
-        )
-        .with_target("≥ 99", |v, _| v >= 99.0),
-        Figure::new(
-            "scale",
-            &format!("{k}: polled again on time"),
-            "%",
-            each(|r| r.repolled_ratio * 100.0),
-        ),
-        Figure::new(
-            "scale",
-            &format!("{k}: poll lag p50 (bucket bound)"),
-            "s",
-            each(|r| r.lag_p50_s),
-        ),
-        Figure::new(
-            "scale",
-            &format!("{k}: poll lag p99 (bucket bound)"),
-            "s",
-            each(|r| r.lag_p99_s),
-        )
-        .with_target("< 2", |v, _| v < 2.0),
-        Figure::new(
-            "scale",
-            &format!("{k}: controller CPU (all replicas)"),
-            "cores",
-            each(|r| r.cpu_cores),
-        ),
-        Figure::new(
-            "scale",
-            &format!("{k}: peak RSS (largest replica)"),
-            "MB",
-            each(|r| r.peak_rss_mb),
-        )
-        .with_target(&rss_target, move |v, _| v < rss_target_mb),
-        Figure::new(
-            "scale",
-            &format!("{k}: API writes while idle"),
-            "/min",
-            each(|r| r.idle_writes_per_min),
-        )
-        .with_target("0", |v, _| v == 0.0),
-    ]
+    let mut f = fleet::scale_figures(k, readings);
+    f[0] = f[0].clone().with_target("< 120", |v, _| v < 120.0);
+    f[1] = f[1].clone().with_target("≥ 99", |v, _| v >= 99.0);
+    f[4] = f[4].clone().with_target("< 2", |v, _| v < 2.0);
+    f[6] = f[6]
+        .clone()
+        .with_target(&format!("< {rss_target_mb:.0}"), move |v, _| {
+            v < rss_target_mb
+        });
+    f[7] = f[7].clone().with_target("0", |v, _| v == 0.0);
+    f
 }
 
 /// Which of the two measurements: one controller, or 4 shards of 25,000.
