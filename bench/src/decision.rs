@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use chrono::{SecondsFormat, Utc};
-use futures::StreamExt;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use modelsync_api::ModelSync;
 use modelsync_api::lambda::{NeedsSyncAnswer, ParamValue};
@@ -43,7 +41,7 @@ const REQUESTED_AT_SAMPLES: usize = 100;
 /// Fast polling keeps the wait for the next poll (not measured) short.
 const POLL: &str = "20ms";
 
-type Seen = Arc<Mutex<HashMap<String, (Instant, String)>>>;
+use env::Seen;
 type Armed = Arc<Mutex<HashMap<String, String>>>;
 type YesAt = Arc<Mutex<HashMap<String, Instant>>>;
 
@@ -61,30 +59,12 @@ async fn seen_run(seen: &Seen, model: &str) -> Result<(Instant, String)> {
     }
 }
 
-/// Records every run's first arrival in a watch of all namespaces, by its `model-id` param.
-/// The watch stops when the returned guard is dropped: left running after its control plane
-/// is gone, it would retry at full speed and load the benchmarks that follow.
+/// Every run's first arrival, in a watch of all namespaces (the floor's runs too).
 fn watch_runs(client: &kube::Client) -> (Seen, env::AbortOnDrop) {
-    let seen: Seen = Arc::default();
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &tekton::pipelinerun_resource());
-    let stream = watcher(api, watcher::Config::default());
-    let out = seen.clone();
-    let task = tokio::spawn(async move {
-        let mut stream = stream.boxed();
-        while let Some(ev) = stream.next().await {
-            if let Ok(watcher::Event::Apply(run) | watcher::Event::InitApply(run)) = ev {
-                let now = Instant::now();
-                let model = tekton::param(&run, "model-id")
-                    .unwrap_or_default()
-                    .to_owned();
-                out.lock()
-                    .unwrap()
-                    .entry(model)
-                    .or_insert((now, run.name_any()));
-            }
-        }
-    });
-    (seen, env::AbortOnDrop(task))
+    env::watch_runs(Api::all_with(
+        client.clone(),
+        &tekton::pipelinerun_resource(),
+    ))
 }
 
 /// Makes `name` decide once through the controller: arm the lambda, await the run, finish

@@ -257,3 +257,34 @@ pub fn modelsync(name: &str, url: &str, poll: &str) -> Value {
         },
     })
 }
+
+/// Every run's first sighting (when, and its name), by its `model-id` param.
+pub type Seen = Arc<Mutex<HashMap<String, (Instant, String)>>>;
+
+/// Records every run's first arrival in a watch through `api`, by its `model-id` param. The
+/// watch stops when the returned guard is dropped: left running after its control plane is
+/// gone, it would retry at full speed and load the benchmarks that follow.
+pub fn watch_runs(api: kube::Api<kube::api::DynamicObject>) -> (Seen, AbortOnDrop) {
+    use futures::StreamExt;
+    let seen: Seen = Arc::default();
+    let out = seen.clone();
+    let task = tokio::spawn(async move {
+        let mut stream =
+            kube::runtime::watcher(api, kube::runtime::watcher::Config::default()).boxed();
+        while let Some(ev) = stream.next().await {
+            if let Ok(
+                kube::runtime::watcher::Event::Apply(run)
+                | kube::runtime::watcher::Event::InitApply(run),
+            ) = ev
+            {
+                let now = Instant::now();
+                let model = modelsync_testenv::tekton::param(&run, "model-id")
+                    .unwrap_or_default()
+                    .to_owned();
+                let name = run.metadata.name.clone().unwrap_or_default();
+                out.lock().unwrap().entry(model).or_insert((now, name));
+            }
+        }
+    });
+    (seen, AbortOnDrop(task))
+}

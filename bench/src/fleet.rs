@@ -178,20 +178,8 @@ fn poll_intervals(calls: &HashMap<String, Vec<Instant>>, end: Instant) -> Vec<f6
         .collect()
 }
 
-async fn measure(
-    cp: &modelsync_testenv::ControlPlane,
-    client: &kube::Client,
-    opts: &Opts,
-    ns: &str,
-    n: usize,
-    lambda: &FastLambda,
-    logs: &std::path::Path,
-) -> Result<Reading> {
-    measure_with(cp, client, opts, ns, n, lambda, logs, &[vec![]]).await
-}
-
-/// [`measure`] with one controller per entry of `controllers` (its extra flags, such as
-/// `--shard s0`), all started at once: RSS is the largest one's, CPU and lag are all of theirs.
+/// One reading of a fleet of `n`, with one controller per entry of `controllers` (its extra
+/// flags, such as `--shard s0`; one empty entry: one plain controller), all started at once: RSS is the largest one's, CPU and lag are all of theirs.
 #[allow(clippy::too_many_arguments)]
 pub async fn measure_with(
     cp: &modelsync_testenv::ControlPlane,
@@ -371,7 +359,9 @@ pub async fn run(opts: &Opts) -> Result<Vec<Figure>> {
         have = n;
         let mut readings = Vec::new();
         for _ in 0..runs_at(n, opts) {
-            readings.push(measure(&cp, &client, opts, ns, n, &lambda, logs.path()).await?);
+            readings.push(
+                measure_with(&cp, &client, opts, ns, n, &lambda, logs.path(), &[vec![]]).await?,
+            );
         }
         fleets.push((n, readings));
     }

@@ -8,16 +8,12 @@
 //! that model (as merging the bump PR would) with its webhook, and wait until the lambda and
 //! the ModelSync say no again before the next sample.
 
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use futures::StreamExt;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use kube::runtime::watcher;
+use kube::api::{Api, Patch, PatchParams};
 use modelsync_api::ModelSync;
 use modelsync_testenv::git::{GitDaemon, git};
 use modelsync_testenv::process::{Guarded, free_port, log_tail};
@@ -35,8 +31,6 @@ const SECRET: &str = "bench-git-hook-secret";
 /// Samples per run; `MODELSYNC_BENCH_PUSH_SAMPLES` overrides it (a smoke test uses 2).
 const SAMPLES: usize = 100;
 const WAIT: Duration = Duration::from_secs(60);
-
-type Seen = Arc<Mutex<HashMap<String, (Instant, String)>>>;
 
 fn model(id: &str) -> String {
     format!("id: {id}\ncreated: 2099-01-01T00:00:00Z\n")
@@ -108,28 +102,6 @@ async fn webhook(http: &reqwest::Client, lambdas: &str, after: &str) -> Result<(
         );
     }
     Ok(())
-}
-
-/// Every run's first sighting, by its `model-id` param.
-fn watch_runs(client: &kube::Client) -> (Seen, env::AbortOnDrop) {
-    let seen: Seen = Arc::default();
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), NS, &tekton::pipelinerun_resource());
-    let out = seen.clone();
-    let task = tokio::spawn(async move {
-        let mut stream = watcher(api, watcher::Config::default()).boxed();
-        while let Some(ev) = stream.next().await {
-            if let Ok(watcher::Event::Apply(run) | watcher::Event::InitApply(run)) = ev {
-                let now = Instant::now();
-                let model = tekton::param(&run, "model-id")
-                    .unwrap_or_default()
-                    .to_owned();
-                let name = run.metadata.name.clone().unwrap_or_default();
-                out.lock().unwrap().entry(model).or_insert((now, name));
-            }
-        }
-    });
-    (seen, env::AbortOnDrop(task))
 }
 
 async fn until<T, F: Future<Output = Option<T>>>(what: &str, check: impl Fn() -> F) -> Result<T> {
@@ -250,7 +222,11 @@ pub async fn run(opts: &Opts) -> Result<Vec<Figure>> {
             &Patch::Apply(ms),
         )
         .await?;
-    let (seen, _watch) = watch_runs(&client);
+    let (seen, _watch) = env::watch_runs(Api::namespaced_with(
+        client.clone(),
+        NS,
+        &tekton::pipelinerun_resource(),
+    ));
     settled(&http, &lambdas, &modelsyncs, &commit).await?;
 
     let (mut p50, mut p99) = (Vec::new(), Vec::new());
