@@ -8,6 +8,7 @@
 
 #[path = "../e2e/common/mod.rs"]
 mod common;
+mod helm_install;
 mod stage;
 mod tree;
 

@@ -93,10 +93,11 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--format", choices=["cloudevents", "slack"], required=True)
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--host", default="127.0.0.1")
     args = p.parse_args()
     parse = cloudevent if args.format == "cloudevents" else slack
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), handler(parse))
-    print(f"{args.format} receiver on 127.0.0.1:{args.port}", file=sys.stderr, flush=True)
+    server = ThreadingHTTPServer((args.host, args.port), handler(parse))
+    print(f"{args.format} receiver on {args.host}:{args.port}", file=sys.stderr, flush=True)
     server.serve_forever()
 
 

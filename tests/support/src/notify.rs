@@ -1,4 +1,5 @@
-//! Notification receivers as real processes on loopback, for the tests and the demo:
+//! Notification receivers as real processes (on loopback, or on a node's bridge address where
+//! pods must reach them), for the tests and the demo:
 //! `cloudevents` parses with the official CloudEvents SDK for Python, `slack` checks a Slack
 //! message's shape (both `tests/notify/receiver.py`), and `generic` is a Go program
 //! (`tests/notify/hmac/`) that accepts only bodies whose `X-Signature` HMAC it verifies.
@@ -6,6 +7,7 @@
 //! The SDK is installed from PyPI on first use into the cache, keyed by its pinned version;
 //! the Go receiver is built with the machine's `go` and cached by a hash of its source.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -15,7 +17,8 @@ use serde_json::Value;
 
 use crate::binaries::go_build;
 use crate::cache;
-use crate::process::{Guarded, free_port};
+use crate::git::free_port_on;
+use crate::process::Guarded;
 
 /// The CloudEvents SDK for Python the receiver parses with.
 pub const CLOUDEVENTS_SDK_VERSION: &str = "2.2.0";
@@ -91,20 +94,35 @@ pub enum Kind {
 /// that is not up yet.
 pub struct Planned {
     pub kind: Kind,
+    pub ip: IpAddr,
     pub port: u16,
 }
 
 impl Planned {
+    /// A receiver on loopback, for a controller running on this machine.
     pub fn new(kind: Kind) -> Result<Self> {
+        Self::on(kind, IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// A receiver on `ip`: a node's bridge address, for a controller running as a pod.
+    pub fn on(kind: Kind, ip: IpAddr) -> Result<Self> {
         Ok(Planned {
             kind,
-            port: free_port()?,
+            ip,
+            port: free_port_on(ip)?,
         })
+    }
+
+    fn base(&self) -> String {
+        match self.ip {
+            IpAddr::V4(ip) => format!("http://{ip}:{}", self.port),
+            IpAddr::V6(ip) => format!("http://[{ip}]:{}", self.port),
+        }
     }
 
     /// Where notifications go.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/hook", self.port)
+        format!("{}/hook", self.base())
     }
 
     /// Starts it and waits until it answers; `logs` gets its log (what it received, a line
@@ -125,6 +143,7 @@ impl Planned {
                     .arg("-u")
                     .arg(sources().join("receiver.py"))
                     .args(["--format", name, "--port", &self.port.to_string()])
+                    .args(["--host", &self.ip.to_string()])
                     .env("PYTHONPATH", sdk);
             }
             Kind::Generic { hmac_key } => {
@@ -133,13 +152,16 @@ impl Planned {
                 std::fs::write(&key_file, hmac_key)?;
                 command = Command::new(bin);
                 command
-                    .arg(format!("-listen=127.0.0.1:{}", self.port))
+                    .arg(format!(
+                        "-listen={}",
+                        self.base().trim_start_matches("http://")
+                    ))
                     .arg(format!("-key-file={}", key_file.display()));
             }
         }
         let process = Guarded::spawn_command(&format!("receiver-{name}"), &command, &log)?;
         let receiver = Receiver {
-            base: format!("http://127.0.0.1:{}", self.port),
+            base: self.base(),
             url: self.url(),
             log,
             _process: process,

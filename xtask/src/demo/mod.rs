@@ -5,6 +5,7 @@
 
 mod acts;
 mod narrate;
+mod notifications;
 mod played;
 mod real;
 mod watch;

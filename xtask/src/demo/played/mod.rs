@@ -2,9 +2,8 @@
 //! kube-controller-manager, Tekton's CRDs, the `modelsync` controller, lambda server (with its
 //! git mirror) and `bump-pr`, and git. Played locally: Tekton's controller ([`player`] marks runs
 //! Running/Succeeded and does their work) and GitHub (a small stand-in for its pull request API).
-//! The trainer's [`notifications`] go to three receivers on loopback, one per format.
+//! The trainer's notifications go to three receivers on loopback, one per format.
 
-mod notifications;
 mod player;
 mod repository;
 mod setup;
@@ -18,9 +17,9 @@ use modelsync_api::ModelSync;
 use modelsync_testenv::github::GitHub;
 use modelsync_testenv::process::log_tail;
 
-use super::acts;
 use super::narrate::Narrator;
 use super::watch::Watch;
+use super::{acts, notifications};
 use player::Player;
 
 const NS: &str = "modelsync-demo";
@@ -44,7 +43,14 @@ pub async fn story(ci: bool, say: Narrator) -> Result<()> {
     let token = dir.path().join("github-token");
     std::fs::write(&token, "demo-token-not-secret\n")?;
     let controller = setup::start_controller(say, &bin, &cp, &client, dir.path()).await?;
-    let receivers = notifications::start(say, &client, dir.path()).await?;
+    let receivers = notifications::start(
+        say,
+        &client,
+        NS,
+        std::net::Ipv4Addr::LOCALHOST.into(),
+        dir.path(),
+    )
+    .await?;
     setup::apply_modelsyncs(say, &client, &lambdas.url(), notifications::spec()).await?;
 
     let player = Player {

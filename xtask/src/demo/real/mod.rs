@@ -1,19 +1,23 @@
 //! The demo on a real node: containerd and kubelet run the pods, the real Tekton Pipelines runs
 //! the repository's Tasks, and modelsync runs from its own image, installed from `kustomize/`.
-//! Only GitHub's pull request API is played, by a local stand-in.
+//! Only GitHub's pull request API is played, by a local stand-in. The trainer's notifications
+//! go to three receivers on the node's bridge address, where the controller's pod reaches them.
 
 mod runs;
 mod setup;
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use kube::api::{Api, Patch, PatchParams};
+use modelsync_api::ModelSync;
 use modelsync_testenv::kubectl::kubectl;
-use modelsync_testenv::labelbot::NAMESPACE;
+use modelsync_testenv::labelbot::{DEPLOYER, NAMESPACE, TRAINER};
+use serde_json::json;
 
-use super::acts;
 use super::narrate::Narrator;
 use super::watch::Watch;
+use super::{acts, notifications};
 use runs::Told;
 
 /// Whether this machine can run a real node, and if not, why (naming what to install).
@@ -34,6 +38,25 @@ pub async fn story(ci: bool, say: Narrator) -> Result<()> {
     setup::install_tekton(say, &node).await?;
     let client = node.client().await?;
     let lb = setup::label_bot(say, &client, &node, &modelsync, &python).await?;
+    let logs = tempfile::Builder::new()
+        .prefix("modelsync-demo-receivers-")
+        .tempdir()?;
+    let receivers = notifications::start(
+        say,
+        &client,
+        NAMESPACE,
+        node.bridge_ip().into(),
+        logs.path(),
+    )
+    .await?;
+    Api::<ModelSync>::namespaced(client.clone(), NAMESPACE)
+        .patch(
+            TRAINER,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"notify": notifications::spec()}})),
+        )
+        .await
+        .with_context(|| format!("setting {TRAINER}'s spec.notify"))?;
 
     let told = Told {
         say,
@@ -63,7 +86,9 @@ pub async fn story(ci: bool, say: Narrator) -> Result<()> {
         stalled,
     );
     acts::the_trainers_run(&mut watch).await?;
+    notifications::show(say, &receivers).await?;
     acts::the_deployers_pull_request(&mut watch).await?;
+    acts::the_lineage(say, &client, NAMESPACE, DEPLOYER).await?;
     let id = format!("m-{}-registered", chrono::Utc::now().format("%Y%m%d%H%M%S"));
     let newer = acts::a_newer_model_arrives(say, &lb.repo, id).await?;
     acts::its_pull_request(&mut watch, &newer).await?;

@@ -1,9 +1,11 @@
 //! The trainer tells three receivers about its runs, one per format: a CloudEvents receiver
 //! (the official Python SDK parses each event), a Slack-style one, and a Go program that
-//! accepts `generic` documents only with a valid HMAC signature. They run on loopback beside
-//! the played control plane, which is where the controller runs too.
+//! accepts `generic` documents only with a valid HMAC signature. They listen where the
+//! controller reaches them: on loopback beside the played control plane, on the node's bridge
+//! address when the controller is a pod.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -13,7 +15,6 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use modelsync_testenv::notify::{Kind, Planned, Receiver};
 use serde_json::{Value, json};
 
-use super::NS;
 use crate::demo::narrate::Narrator;
 
 const HMAC_KEY: &str = "demo-hmac-key-not-secret";
@@ -24,9 +25,15 @@ pub struct Receivers {
     generic: Receiver,
 }
 
-/// Starts the receivers and writes a Secret for each (`<format>-receiver`).
-pub async fn start(say: Narrator, client: &kube::Client, logs: &Path) -> Result<Receivers> {
-    let start = |kind| async move { Planned::new(kind)?.start(logs).await };
+/// Starts the receivers on `ip` and writes a Secret for each (`<format>-receiver`) in `ns`.
+pub async fn start(
+    say: Narrator,
+    client: &kube::Client,
+    ns: &str,
+    ip: IpAddr,
+    logs: &Path,
+) -> Result<Receivers> {
+    let start = |kind| async move { Planned::on(kind, ip)?.start(logs).await };
     let receivers = Receivers {
         cloudevents: start(Kind::CloudEvents).await?,
         slack: start(Kind::Slack).await?,
@@ -35,7 +42,7 @@ pub async fn start(say: Narrator, client: &kube::Client, logs: &Path) -> Result<
         })
         .await?,
     };
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     for (name, address, hmac) in [
         ("cloudevents-receiver", &receivers.cloudevents.url, None),
         ("slack-receiver", &receivers.slack.url, None),
@@ -65,7 +72,7 @@ pub async fn start(say: Narrator, client: &kube::Client, logs: &Path) -> Result<
     say.say(
         "notify",
         format!(
-            "receivers on loopback: CloudEvents (Python SDK) {}, Slack-style {}, generic (Go, checks \
+            "receivers on {ip}: CloudEvents (Python SDK) {}, Slack-style {}, generic (Go, checks \
              the HMAC) {}; a Secret with each address",
             receivers.cloudevents.url, receivers.slack.url, receivers.generic.url
         ),
