@@ -165,11 +165,11 @@ async fn routes_answer_and_follow_new_commits() {
     )
     .unwrap();
     for want in [
-        "lambda_requests_total{route=\"/retrain\",code=\"200\"} ",
-        "lambda_requests_total{route=\"/retrain\",code=\"500\"} ",
-        "lambda_answers_total{route=\"/deploy\",outcome=\"error\"} 1",
-        "lambda_requests_total{route=\"unmatched\",code=\"404\"} 1",
-        "lambda_request_duration_seconds_count{route=\"/retrain\"} ",
+        "modelsync_lambda_server_requests_total{route=\"/retrain\",code=\"200\"} ",
+        "modelsync_lambda_server_requests_total{route=\"/retrain\",code=\"500\"} ",
+        "modelsync_lambda_server_answers_total{route=\"/deploy\",outcome=\"error\"} 1",
+        "modelsync_lambda_server_requests_total{route=\"unmatched\",code=\"404\"} 1",
+        "modelsync_lambda_server_request_duration_seconds_count{route=\"/retrain\"} ",
         "git_sync_count_total{status=\"success\"}",
     ] {
         assert!(text.contains(want), "missing {want} in\n{text}");
