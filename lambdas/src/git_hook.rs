@@ -95,7 +95,7 @@ impl GitHookMetrics {
         registry.register(
             "modelsync_lambda_server_git_hooks",
             "Git host push webhooks received, by outcome (sync, ignored, ping, unauthorized, error)",
-            family.clone(),
+            modelsync_telemetry::Declared(family.clone()),
         );
         GitHookMetrics(family)
     }

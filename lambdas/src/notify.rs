@@ -41,7 +41,7 @@ impl NotifyMetrics {
             "modelsync_lambda_server_notifications",
             "Deliveries of changed lambda URLs to the controller's hook receiver, by outcome \
              (delivered, failed)",
-            deliveries.clone(),
+            modelsync_telemetry::Declared(deliveries.clone()),
         );
         NotifyMetrics { deliveries }
     }

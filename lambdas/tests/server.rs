@@ -174,6 +174,19 @@ async fn routes_answer_and_follow_new_commits() {
     ] {
         assert!(text.contains(want), "missing {want} in\n{text}");
     }
+    // Every family is described even with no series yet (no hook or notification here), so
+    // a dashboard naming one can tell "nothing yet" from "renamed".
+    for family in [
+        "# TYPE modelsync_lambda_server_requests counter",
+        "# TYPE modelsync_lambda_server_request_duration_seconds histogram",
+        "# TYPE modelsync_lambda_server_answers counter",
+        "# TYPE modelsync_lambda_server_notifications counter",
+        "# TYPE modelsync_lambda_server_git_hooks counter",
+        "# TYPE git_sync_count counter",
+        "# TYPE git_sync_duration_seconds histogram",
+    ] {
+        assert!(text.contains(family), "missing {family} in\n{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
