@@ -140,22 +140,22 @@ impl Notifications {
         registry.register(
             "modelsync_notifications_sent",
             "Notifications a receiver accepted (2xx), by format",
-            self.sent.clone(),
+            Declared(self.sent.clone()),
         );
         registry.register(
             "modelsync_notifications_failed",
             "Notifications given up on after their last attempt or a permanent refusal, by format",
-            self.failed.clone(),
+            Declared(self.failed.clone()),
         );
         registry.register(
             "modelsync_notification_retries",
             "Failed notification attempts that will be retried, by format",
-            self.retries.clone(),
+            Declared(self.retries.clone()),
         );
         registry.register(
             "modelsync_notifications_dropped",
             "Notifications dropped because the queue was full, by format",
-            self.dropped.clone(),
+            Declared(self.dropped.clone()),
         );
         registry.register(
             "modelsync_notification_queue_depth",
@@ -317,7 +317,7 @@ impl Default for Metrics {
             "modelsync_receiver_hooks",
             "Lambda-changed hooks received, by outcome (accepted, unauthorized, invalid, \
              not_ready, queue_full, token_unreadable)",
-            hooks.clone(),
+            Declared(hooks.clone()),
         );
         registry.register(
             "modelsync_receiver_annotations_written",
@@ -539,6 +539,11 @@ mod tests {
             "# TYPE modelsync_runs_finished counter",
             "# TYPE modelsync_runs_failed_in_a_row gauge",
             "# TYPE modelsync_leader gauge",
+            "# TYPE modelsync_receiver_hooks counter",
+            "# TYPE modelsync_notifications_sent counter",
+            "# TYPE modelsync_notifications_failed counter",
+            "# TYPE modelsync_notification_retries counter",
+            "# TYPE modelsync_notifications_dropped counter",
         ] {
             assert!(text.contains(family), "{family} missing from:\n{text}");
         }
