@@ -429,7 +429,11 @@ async fn every_metric_the_dashboard_and_rules_use_is_exported_by_a_real_process(
         missing.join("\n  ")
     );
     for (process, scrape, names) in [
-        ("modelsync controller", &controller_scrape, CONTROLLER_FAMILIES),
+        (
+            "modelsync controller",
+            &controller_scrape,
+            CONTROLLER_FAMILIES,
+        ),
         ("modelsync lambdas", &lambdas_scrape, LAMBDAS_FAMILIES),
     ] {
         let exported = exported(scrape);
