@@ -91,7 +91,7 @@ pub struct Metrics {
     reconcile_total: Family<ResultLabels, Counter>,
     reconcile_errors: Family<ResultLabels, Counter>,
     reconcile_time: Histogram,
-    lambda_requests: Family<LambdaLabels, Counter>,
+    lambda_calls: Family<LambdaLabels, Counter>,
     lambda_duration: Histogram,
     lambda_seconds: Family<ModelSyncLabels, Counter<f64, AtomicU64>>,
     lambda_failing: Family<ModelSyncLabels, Gauge>,
@@ -171,7 +171,7 @@ impl Default for Metrics {
         let reconcile_total = Family::<ResultLabels, Counter>::default();
         let reconcile_errors = Family::<ResultLabels, Counter>::default();
         let reconcile_time = Histogram::new(exponential_buckets(0.001, 2.0, 16));
-        let lambda_requests = Family::<LambdaLabels, Counter>::default();
+        let lambda_calls = Family::<LambdaLabels, Counter>::default();
         let lambda_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let lambda_seconds = Family::<ModelSyncLabels, Counter<f64, AtomicU64>>::default();
         let lambda_failing = Family::<ModelSyncLabels, Gauge>::default();
@@ -216,7 +216,7 @@ impl Default for Metrics {
         registry.register(
             "modelsync_lambda_requests",
             "Lambda calls by ModelSync and outcome (yes, no, or the kind of error)",
-            Declared(lambda_requests.clone()),
+            Declared(lambda_calls.clone()),
         );
         registry.register(
             "modelsync_lambda_wait_seconds",
@@ -349,7 +349,7 @@ impl Default for Metrics {
             reconcile_total,
             reconcile_errors,
             reconcile_time,
-            lambda_requests,
+            lambda_calls,
             lambda_duration,
             lambda_seconds,
             lambda_failing,
@@ -390,7 +390,7 @@ impl Metrics {
         outcome: &'static str,
         answered: bool,
     ) {
-        self.lambda_requests
+        self.lambda_calls
             .get_or_create(&LambdaLabels {
                 namespace: namespace.to_owned(),
                 name: name.to_owned(),
