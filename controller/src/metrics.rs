@@ -91,7 +91,7 @@ pub struct Metrics {
     reconcile_total: Family<ResultLabels, Counter>,
     reconcile_errors: Family<ResultLabels, Counter>,
     reconcile_time: Histogram,
-    lambda_requests: Family<LambdaLabels, Counter>,
+    lambda_calls: Family<LambdaLabels, Counter>,
     lambda_duration: Histogram,
     lambda_seconds: Family<ModelSyncLabels, Counter<f64, AtomicU64>>,
     lambda_failing: Family<ModelSyncLabels, Gauge>,
@@ -140,22 +140,22 @@ impl Notifications {
         registry.register(
             "modelsync_notifications_sent",
             "Notifications a receiver accepted (2xx), by format",
-            self.sent.clone(),
+            Declared(self.sent.clone()),
         );
         registry.register(
             "modelsync_notifications_failed",
             "Notifications given up on after their last attempt or a permanent refusal, by format",
-            self.failed.clone(),
+            Declared(self.failed.clone()),
         );
         registry.register(
             "modelsync_notification_retries",
             "Failed notification attempts that will be retried, by format",
-            self.retries.clone(),
+            Declared(self.retries.clone()),
         );
         registry.register(
             "modelsync_notifications_dropped",
             "Notifications dropped because the queue was full, by format",
-            self.dropped.clone(),
+            Declared(self.dropped.clone()),
         );
         registry.register(
             "modelsync_notification_queue_depth",
@@ -171,7 +171,7 @@ impl Default for Metrics {
         let reconcile_total = Family::<ResultLabels, Counter>::default();
         let reconcile_errors = Family::<ResultLabels, Counter>::default();
         let reconcile_time = Histogram::new(exponential_buckets(0.001, 2.0, 16));
-        let lambda_requests = Family::<LambdaLabels, Counter>::default();
+        let lambda_calls = Family::<LambdaLabels, Counter>::default();
         let lambda_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let lambda_seconds = Family::<ModelSyncLabels, Counter<f64, AtomicU64>>::default();
         let lambda_failing = Family::<ModelSyncLabels, Gauge>::default();
@@ -216,7 +216,7 @@ impl Default for Metrics {
         registry.register(
             "modelsync_lambda_requests",
             "Lambda calls by ModelSync and outcome (yes, no, or the kind of error)",
-            Declared(lambda_requests.clone()),
+            Declared(lambda_calls.clone()),
         );
         registry.register(
             "modelsync_lambda_wait_seconds",
@@ -317,7 +317,7 @@ impl Default for Metrics {
             "modelsync_receiver_hooks",
             "Lambda-changed hooks received, by outcome (accepted, unauthorized, invalid, \
              not_ready, queue_full, token_unreadable)",
-            hooks.clone(),
+            Declared(hooks.clone()),
         );
         registry.register(
             "modelsync_receiver_annotations_written",
@@ -349,7 +349,7 @@ impl Default for Metrics {
             reconcile_total,
             reconcile_errors,
             reconcile_time,
-            lambda_requests,
+            lambda_calls,
             lambda_duration,
             lambda_seconds,
             lambda_failing,
@@ -390,7 +390,7 @@ impl Metrics {
         outcome: &'static str,
         answered: bool,
     ) {
-        self.lambda_requests
+        self.lambda_calls
             .get_or_create(&LambdaLabels {
                 namespace: namespace.to_owned(),
                 name: name.to_owned(),
@@ -539,6 +539,11 @@ mod tests {
             "# TYPE modelsync_runs_finished counter",
             "# TYPE modelsync_runs_failed_in_a_row gauge",
             "# TYPE modelsync_leader gauge",
+            "# TYPE modelsync_receiver_hooks counter",
+            "# TYPE modelsync_notifications_sent counter",
+            "# TYPE modelsync_notifications_failed counter",
+            "# TYPE modelsync_notification_retries counter",
+            "# TYPE modelsync_notifications_dropped counter",
         ] {
             assert!(text.contains(family), "{family} missing from:\n{text}");
         }

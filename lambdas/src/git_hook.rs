@@ -84,7 +84,8 @@ struct Outcome {
     outcome: &'static str,
 }
 
-/// `lambda_git_hooks_total{outcome}`: `sync`, `ignored`, `ping`, `unauthorized`, `error`.
+/// `modelsync_lambda_server_git_hooks_total{outcome}`: `sync`, `ignored`, `ping`, `unauthorized`,
+/// `error`.
 #[derive(Clone, Debug)]
 pub struct GitHookMetrics(Family<Outcome, Counter>);
 
@@ -92,9 +93,9 @@ impl GitHookMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let family = Family::default();
         registry.register(
-            "lambda_git_hooks",
+            "modelsync_lambda_server_git_hooks",
             "Git host push webhooks received, by outcome (sync, ignored, ping, unauthorized, error)",
-            family.clone(),
+            modelsync_telemetry::Declared(family.clone()),
         );
         GitHookMetrics(family)
     }

@@ -27,7 +27,8 @@ struct Outcome {
     outcome: &'static str,
 }
 
-/// `lambda_notifications_total{outcome}`: deliveries to the receiver, `delivered` or `failed`.
+/// `modelsync_lambda_server_notifications_total{outcome}`: deliveries to the receiver,
+/// `delivered` or `failed`.
 #[derive(Clone, Debug)]
 pub struct NotifyMetrics {
     deliveries: Family<Outcome, Counter>,
@@ -37,10 +38,10 @@ impl NotifyMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let deliveries = Family::default();
         registry.register(
-            "lambda_notifications",
+            "modelsync_lambda_server_notifications",
             "Deliveries of changed lambda URLs to the controller's hook receiver, by outcome \
              (delivered, failed)",
-            deliveries.clone(),
+            modelsync_telemetry::Declared(deliveries.clone()),
         );
         NotifyMetrics { deliveries }
     }

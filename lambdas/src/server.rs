@@ -49,8 +49,14 @@ struct AnswerLabels {
     outcome: &'static str,
 }
 
-/// `lambda_requests_total{route,code}`, `lambda_request_duration_seconds{route}`,
-/// `lambda_answers_total{route,outcome}`.
+/// `modelsync_lambda_server_requests_total{route,code}`,
+/// `modelsync_lambda_server_request_duration_seconds{route}`,
+/// `modelsync_lambda_server_answers_total{route,outcome}`.
+///
+/// Prefixed `modelsync_lambda_server_`, not `modelsync_lambda_`: the controller already exports
+/// `modelsync_lambda_requests_total{namespace,name,outcome}` and
+/// `modelsync_lambda_duration_seconds` for its own calls, and a query summing by name across
+/// both processes must not mix the caller's view with the server's.
 #[derive(Clone, Debug)]
 pub struct ServerMetrics {
     requests: Family<RequestLabels, Counter>,
@@ -66,17 +72,17 @@ impl ServerMetrics {
         });
         let answers = Family::default();
         registry.register(
-            "lambda_requests",
+            "modelsync_lambda_server_requests",
             "Requests to lambda routes, by route and HTTP status",
             modelsync_telemetry::Declared(requests.clone()),
         );
         registry.register(
-            "lambda_request_duration_seconds",
+            "modelsync_lambda_server_request_duration_seconds",
             "Time to serve a lambda route",
             modelsync_telemetry::Declared(latency.clone()),
         );
         registry.register(
-            "lambda_answers",
+            "modelsync_lambda_server_answers",
             "Answers served, by route and outcome (yes, no, error, not_ready)",
             modelsync_telemetry::Declared(answers.clone()),
         );

@@ -165,14 +165,27 @@ async fn routes_answer_and_follow_new_commits() {
     )
     .unwrap();
     for want in [
-        "lambda_requests_total{route=\"/retrain\",code=\"200\"} ",
-        "lambda_requests_total{route=\"/retrain\",code=\"500\"} ",
-        "lambda_answers_total{route=\"/deploy\",outcome=\"error\"} 1",
-        "lambda_requests_total{route=\"unmatched\",code=\"404\"} 1",
-        "lambda_request_duration_seconds_count{route=\"/retrain\"} ",
+        "modelsync_lambda_server_requests_total{route=\"/retrain\",code=\"200\"} ",
+        "modelsync_lambda_server_requests_total{route=\"/retrain\",code=\"500\"} ",
+        "modelsync_lambda_server_answers_total{route=\"/deploy\",outcome=\"error\"} 1",
+        "modelsync_lambda_server_requests_total{route=\"unmatched\",code=\"404\"} 1",
+        "modelsync_lambda_server_request_duration_seconds_count{route=\"/retrain\"} ",
         "git_sync_count_total{status=\"success\"}",
     ] {
         assert!(text.contains(want), "missing {want} in\n{text}");
+    }
+    // Every family is described even with no series yet (no hook or notification here), so
+    // a dashboard naming one can tell "nothing yet" from "renamed".
+    for family in [
+        "# TYPE modelsync_lambda_server_requests counter",
+        "# TYPE modelsync_lambda_server_request_duration_seconds histogram",
+        "# TYPE modelsync_lambda_server_answers counter",
+        "# TYPE modelsync_lambda_server_notifications counter",
+        "# TYPE modelsync_lambda_server_git_hooks counter",
+        "# TYPE git_sync_count counter",
+        "# TYPE git_sync_duration_seconds histogram",
+    ] {
+        assert!(text.contains(family), "missing {family} in\n{text}");
     }
 }
 

@@ -2,8 +2,9 @@
 //! from Prometheus's own Go module) checks the rules and runs their unit tests, the
 //! PrometheusRule in `kustomize/components/monitoring` must hold the same rules, and every
 //! metric the dashboard and the rules name must be exported by a real `modelsync controller`
-//! (against the local control plane) or a real `modelsync lambdas`, so renaming a metric
-//! breaks the build rather than a dashboard.
+//! (against the local control plane) or a real `modelsync lambdas`, as must the families the
+//! README documents for users' own dashboards (receiver, notifications, lambda server), so
+//! renaming a metric breaks the build rather than a dashboard.
 
 mod common;
 mod secure_lambda;
@@ -427,8 +428,56 @@ async fn every_metric_the_dashboard_and_rules_use_is_exported_by_a_real_process(
          controller:\n{controller_scrape}\nlambdas:\n{lambdas_scrape}",
         missing.join("\n  ")
     );
+    for (process, scrape, names) in [
+        (
+            "modelsync controller",
+            &controller_scrape,
+            CONTROLLER_FAMILIES,
+        ),
+        ("modelsync lambdas", &lambdas_scrape, LAMBDAS_FAMILIES),
+    ] {
+        let exported = exported(scrape);
+        let absent: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| !exported.contains(*n))
+            .collect();
+        assert!(
+            absent.is_empty(),
+            "`{process}` does not export {absent:?} before its first event; register each \
+             labelled family wrapped in modelsync_telemetry::Declared, or fix the name here and \
+             in the README:\n{scrape}"
+        );
+    }
     controller.stop();
 }
+
+/// Families no panel or rule uses yet but a user's dashboard may: each must be in `/metrics`
+/// from the start, at zero, so a rename breaks this test instead of someone's alert. The
+/// labelled ones are the point: an undeclared family has no line until its first series.
+const CONTROLLER_FAMILIES: &[&str] = &[
+    "modelsync_receiver_hooks_total",
+    "modelsync_receiver_annotations_written_total",
+    "modelsync_receiver_annotation_errors_total",
+    "modelsync_receiver_coalesced_total",
+    "modelsync_notifications_sent_total",
+    "modelsync_notifications_failed_total",
+    "modelsync_notification_retries_total",
+    "modelsync_notifications_dropped_total",
+    "modelsync_notification_queue_depth",
+];
+
+/// The lambda server's, for the "when to add a replica" advice in the READMEs and for hooks
+/// and notifications that the test's server has no configuration for.
+const LAMBDAS_FAMILIES: &[&str] = &[
+    "modelsync_lambda_server_requests_total",
+    "modelsync_lambda_server_request_duration_seconds_bucket",
+    "modelsync_lambda_server_answers_total",
+    "modelsync_lambda_server_notifications_total",
+    "modelsync_lambda_server_git_hooks_total",
+    "git_sync_count_total",
+    "git_sync_duration_seconds_bucket",
+];
 
 /// The value of the series `series` (name and labels exactly as exported) in a scrape.
 fn sample(scrape: &str, series: &str) -> Option<f64> {

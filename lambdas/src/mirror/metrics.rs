@@ -1,4 +1,9 @@
 //! The mirror's metrics, named as git-sync names them so dashboards carry over.
+//!
+//! These alone keep git-sync's names rather than the lambda server's
+//! `modelsync_lambda_server_` prefix: a dashboard or alert written for git-sync's
+//! `git_sync_count_total` and `git_sync_duration_seconds` then works on this mirror unchanged.
+//! Do not rename them.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
