@@ -303,7 +303,7 @@ impl Default for Metrics {
             "modelsync_lineage_events",
             "OpenLineage event deliveries by outcome: sent, retried (an attempt failed and will \
              be repeated), rejected (4xx, dropped) or refused (queue full, kept due)",
-            lineage_events.clone(),
+            Declared(lineage_events.clone()),
         );
         registry.register(
             "modelsync_lineage_queue_depth",
@@ -540,6 +540,7 @@ mod tests {
             "# TYPE modelsync_runs_failed_in_a_row gauge",
             "# TYPE modelsync_leader gauge",
             "# TYPE modelsync_receiver_hooks counter",
+            "# TYPE modelsync_lineage_events counter",
             "# TYPE modelsync_notifications_sent counter",
             "# TYPE modelsync_notifications_failed counter",
             "# TYPE modelsync_notification_retries counter",

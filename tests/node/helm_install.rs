@@ -74,6 +74,17 @@ async fn helm_takes_over_the_kustomize_install_and_its_controller_starts_runs() 
     let values_file = dir.path().join("values.json");
     std::fs::write(&values_file, values.to_string()).unwrap();
 
+    let client = client(s).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let controller_pod_before = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/name=modelsync-controller"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|p| p.name_any())
+        .collect::<Vec<_>>();
+
     let chart = repo_root().join("charts/modelsync");
     let out = std::process::Command::new(&helm)
         .arg("--kubeconfig")
@@ -111,7 +122,6 @@ async fn helm_takes_over_the_kustomize_install_and_its_controller_starts_runs() 
     wait_deployments(&s.kubeconfig, NAMESPACE, Duration::from_secs(180))
         .await
         .unwrap_or_else(|e| panic!("{e:#}\n{}", describe(&s.kubeconfig, NAMESPACE)));
-    let client = client(s).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
     for name in ["modelsync-controller", "modelsync-lambdas"] {
         let d = deployments.get(name).await.unwrap();
@@ -147,7 +157,6 @@ async fn helm_takes_over_the_kustomize_install_and_its_controller_starts_runs() 
     );
 
     // Every controller pod left is Ready and has not restarted: the adopted Deployment runs.
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
     let controller_pods = eventually(
         Duration::from_secs(120),
         "one Ready controller pod after the takeover",
@@ -172,6 +181,13 @@ async fn helm_takes_over_the_kustomize_install_and_its_controller_starts_runs() 
         },
     )
     .await;
+    // The chart renders the controller's pod template as kustomize does, so adopting the
+    // Deployment changes nothing that would roll it: the same pod keeps reconciling.
+    assert_eq!(
+        vec![controller_pods[0].name_any()],
+        controller_pod_before,
+        "the takeover rolled the controller (its pod template differs from kustomize's)"
+    );
     for cs in controller_pods[0]
         .status
         .as_ref()
@@ -205,7 +221,7 @@ async fn helm_takes_over_the_kustomize_install_and_its_controller_starts_runs() 
     )
     .await;
     println!(
-        "helm release {RELEASE} deployed over the kustomize install; controller pod {} Ready; run {} started",
+        "helm release {RELEASE} deployed over the kustomize install; controller pod {} kept, Ready; run {} started",
         controller_pods[0].name_any(),
         run.name_any()
     );
