@@ -48,7 +48,8 @@ pub async fn start_controller_with(
         .namespace(ns)
         .arg("--concurrency=64")
         .args(extra.iter().cloned())
-        .env("RUST_LOG", "warn")
+        // The one info line kept says which initial lists it used (see cold_start).
+        .env("RUST_LOG", "warn,modelsync_controller::list_strategy=info")
         .log_dir(&dir);
     let mut controller = spawn_controller(command)?;
     controller.wait_healthy(Duration::from_secs(120)).await?;

@@ -2,6 +2,9 @@
 //! 10,000), each with 3 finished runs, polled every 60s by one controller, with a lambda that
 //! answers at once. Scale: cold start, polls achieved against N/60, poll lag, CPU, peak RSS and
 //! API writes while nothing changes. Memory: controller RSS at 0, 1k and 10k, and the slope.
+//! At the instant the cold start ends, the controllers' peak RSS so far and their initial lists
+//! ([`cold_start`]); `--initial-list` forces paged or streaming lists, `--scale-sizes` picks
+//! the fleet sizes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +22,7 @@ use modelsync_testenv::tekton::{self, RunEnd};
 use serde_json::json;
 
 use crate::Opts;
+use crate::cold_start;
 use crate::env::{self, FastLambda};
 use crate::report::{self, Figure};
 
@@ -32,6 +36,10 @@ const RUNS_EACH: usize = 3;
 
 pub struct Reading {
     pub cold_start_s: f64,
+    /// The largest replica's peak RSS at the instant the cold start ended.
+    pub cold_start_peak_rss_mb: f64,
+    /// Which initial lists the controllers used (`paged`, `streaming`).
+    pub initial_lists: String,
     /// Achieved polls over expected (one per period): the period over the mean interval.
     pub polls_ratio: f64,
     /// ModelSyncs polled a second time within period + jitter + the lag allowance.
@@ -193,8 +201,13 @@ pub async fn measure_with(
 ) -> Result<Reading> {
     lambda.calls.lock().unwrap().clear();
     let started = Instant::now();
+    let chosen = cold_start::flags(opts.initial_list.as_deref());
+    let flags: Vec<Vec<String>> = controllers
+        .iter()
+        .map(|extra| extra.iter().chain(&chosen).cloned().collect())
+        .collect();
     let running = futures::future::try_join_all(
-        controllers
+        flags
             .iter()
             .map(|extra| env::start_controller_with(cp, &opts.modelsync, ns, logs, extra)),
     )
@@ -218,6 +231,8 @@ pub async fn measure_with(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let cold_start_s = started.elapsed().as_secs_f64();
+    let cold_start_peak_rss_mb = cold_start::peak_rss_mb(&pids)?;
+    let initial_lists = cold_start::strategies(&running);
     // Let first status writes and garbage collection finish, then measure the steady state
     // until every ModelSync has had time for its second poll.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -272,6 +287,8 @@ pub async fn measure_with(
     drop(running);
     let r = Reading {
         cold_start_s,
+        cold_start_peak_rss_mb,
+        initial_lists,
         polls_ratio: PERIOD.as_secs_f64() / mean_interval,
         repolled_ratio: repolled as f64 / n as f64,
         lag_p50_s: env::histogram_quantile(&[], &lag, 0.50),
@@ -282,8 +299,10 @@ pub async fn measure_with(
         idle_writes_per_min: (a1 - a0) / secs * 60.0,
     };
     eprintln!(
-        "   n={n}: cold start {:.1}s, mean poll interval {mean_interval:.1}s ({:.2}% of expected polls), {repolled} of {n} polled again on time, lag p50 ≤{}s p99 ≤{}s, {:.3} cores, RSS {:.0} MB (peak {:.0}), {:.1} writes/min idle",
+        "   n={n}: cold start {:.1}s ({} lists, cold-start peak RSS {:.1} MB), mean poll interval {mean_interval:.1}s ({:.2}% of expected polls), {repolled} of {n} polled again on time, lag p50 ≤{}s p99 ≤{}s, {:.3} cores, RSS {:.0} MB (peak {:.0}), {:.1} writes/min idle",
         r.cold_start_s,
+        r.initial_lists,
+        r.cold_start_peak_rss_mb,
         r.polls_ratio * 100.0,
         r.lag_p50_s,
         r.lag_p99_s,
@@ -295,7 +314,7 @@ pub async fn measure_with(
     Ok(r)
 }
 
-/// The eight scale figures of `readings` (one per run), named `<k>: ...`, without targets.
+/// The nine scale figures of `readings` (one per run), named `<k>: ...`, without targets.
 pub fn scale_figures(k: &str, readings: &[Reading]) -> Vec<Figure> {
     let each = |f: fn(&Reading) -> f64| readings.iter().map(f).collect::<Vec<f64>>();
     let figure = |what: &str, unit: &str, f: fn(&Reading) -> f64| {
@@ -312,7 +331,28 @@ pub fn scale_figures(k: &str, readings: &[Reading]) -> Vec<Figure> {
             r.peak_rss_mb
         }),
         figure("API writes while idle", "/min", |r| r.idle_writes_per_min),
+        // Last, so the figures above keep their places (callers set targets by index).
+        Figure::new(
+            "scale",
+            &format!(
+                "{k}: cold-start peak RSS, {} lists (largest replica)",
+                lists(readings)
+            ),
+            "MB",
+            each(|r| r.cold_start_peak_rss_mb),
+        ),
     ]
+}
+
+/// The initial lists of all `readings`, once each.
+fn lists(readings: &[Reading]) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    for r in readings {
+        if !seen.contains(&r.initial_lists.as_str()) {
+            seen.push(&r.initial_lists);
+        }
+    }
+    seen.join(", ")
 }
 
 /// Runs measured at each fleet size. The 1k fleet gets one: it has no target, and each run of
@@ -354,7 +394,10 @@ pub async fn run(opts: &Opts) -> Result<Vec<Figure>> {
     }
     let mut fleets: Vec<(usize, Vec<Reading>)> = Vec::new();
     let mut have = 0;
-    for n in [1_000usize, 10_000] {
+    for n in opts.scale_sizes.iter().copied() {
+        if n < have {
+            bail!("--scale-sizes must grow ({have} then {n}): each size adds to the fleet before");
+        }
         populate(&client, ns, have, n, &lambda.url).await?;
         have = n;
         let mut readings = Vec::new();
@@ -369,8 +412,11 @@ pub async fn run(opts: &Opts) -> Result<Vec<Figure>> {
 
     let mut out = Vec::new();
     for (n, readings) in &fleets {
-        let k = if *n >= 10_000 { "10k" } else { "1k" };
-        let mut f = scale_figures(k, readings);
+        let k = match n % 1000 {
+            0 => format!("{}k", n / 1000),
+            _ => n.to_string(),
+        };
+        let mut f = scale_figures(&k, readings);
         if *n >= 10_000 {
             f[1] = f[1].clone().with_target("≥ 99", |v, _| v >= 99.0);
             f[4] = f[4].clone().with_target("< 2", |v, _| v < 2.0);

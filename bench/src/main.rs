@@ -2,6 +2,7 @@
 //! Run through `cargo xtask bench [name]`, which builds this and the `modelsync` binary in
 //! release mode. Prints a table and writes JSON (`target/bench/<name>.json`).
 
+mod cold_start;
 mod decision;
 mod env;
 mod fleet;
@@ -31,6 +32,14 @@ struct Cli {
     /// Folder for the JSON results.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
+    /// `--initial-list` of the controllers the scale benchmarks start (default: the
+    /// controller's own, auto), to compare paged and streaming cold starts on one build.
+    #[arg(long, env = "MODELSYNC_BENCH_INITIAL_LIST", value_parser = ["auto", "streaming", "paged"])]
+    initial_list: Option<String>,
+    /// Fleet sizes `scale` (and `memory`) measure, comma-separated; fewer or smaller ones for a
+    /// quick check on a busy machine (1000 alone takes about two minutes).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    scale_sizes: Vec<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -56,6 +65,8 @@ enum Bench {
 pub struct Opts {
     pub runs: usize,
     pub modelsync: PathBuf,
+    pub initial_list: Option<String>,
+    pub scale_sizes: Vec<usize>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -75,6 +86,8 @@ fn main() -> anyhow::Result<()> {
     let opts = Opts {
         runs: cli.runs,
         modelsync: cli.modelsync.clone(),
+        initial_list: cli.initial_list.clone(),
+        scale_sizes: cli.scale_sizes.clone(),
     };
     let rt = tokio::runtime::Runtime::new()?;
     let suite = std::time::Instant::now();

@@ -18,6 +18,7 @@ use modelsync_api::egress::{CidrList, DEFAULT_DENY, EgressRules};
 use tracing::{info, warn};
 
 use crate::lineage::{Lineage, LineageArgs};
+use crate::list_strategy::{InitialList, Refusals};
 use crate::metrics::Metrics;
 use crate::notify::{self, Notifier};
 use crate::reconcile::{Context, error_policy, reconcile};
@@ -74,6 +75,16 @@ pub struct ControllerArgs {
         env = "MODELSYNC_RECEIVER_WRITES_PER_SECOND"
     )]
     pub receiver_writes_per_second: f64,
+    /// How the watches get their first full view: `auto` probes the API server for streaming
+    /// lists (sendInitialEvents) and falls back to paged lists; `paged` and `streaming` force
+    /// one without probing, `streaming` stopping the controller if the server refuses it.
+    #[arg(
+        long,
+        value_enum,
+        default_value_t = InitialList::Auto,
+        env = "MODELSYNC_INITIAL_LIST"
+    )]
+    pub initial_list: InitialList,
     #[command(flatten)]
     pub lineage: LineageArgs,
     #[command(flatten)]
@@ -212,7 +223,8 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
     };
 
     let (modelsyncs, runs_api) = watches::apis(&client, args.namespace.as_deref());
-    let strategy = list_strategy::probe(&modelsyncs).await;
+    let strategy = list_strategy::choose(args.initial_list, &modelsyncs).await;
+    let refusals = Refusals::new(args.initial_list);
     let index = RunIndex::default();
     let reporter = Reporter {
         controller: "modelsync-controller".into(),
@@ -239,11 +251,11 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
             index.clone(),
             metrics.clone(),
             &shard,
-            strategy,
+            (strategy, refusals.clone()),
             Lineage::start(&args.lineage, metrics.clone()),
         ),
         ctx.clone(),
-        strategy,
+        (strategy, refusals.clone()),
     );
     if let Some(receiver) = receiver {
         receiver.serve(
@@ -296,9 +308,17 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
     // A lost Lease ends the passes in flight too (dropping the stream aborts them): another
     // replica may lead now, and a pass left to finish, say one whose call hangs in a
     // partition, could still write after it does.
-    let lost_lease = tokio::select! {
-        () = passes => false,
-        () = lost => true,
+    // A refused forced streaming list stops the controller too: retrying cannot help, and
+    // falling back would measure the paged path while the operator asked for streaming.
+    let refused = async move {
+        let why = refusals.first().await;
+        warn!("stopping: the API server refused a streaming list {why}");
+        why
+    };
+    let (lost_lease, refused) = tokio::select! {
+        () = passes => (false, None),
+        () = lost => (true, None),
+        why = refused => (false, Some(why)),
     };
     readiness.abort();
     if let (Some(elector), Some(holder)) = (elector, holder) {
@@ -315,6 +335,13 @@ pub async fn run(args: ControllerArgs, target: KubeTarget) -> Result<()> {
                 );
             }
         }
+    }
+    if let Some(why) = refused {
+        anyhow::bail!(
+            "--initial-list streaming: the API server refused a streaming list {why}; it does not \
+             serve sendInitialEvents (Kubernetes' WatchList feature is off or too old): start \
+             with --initial-list auto or paged, or turn the feature on"
+        );
     }
     info!("modelsync controller stopped");
     Ok(())

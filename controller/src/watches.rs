@@ -17,7 +17,7 @@ use modelsync_api::{ModelSync, PipelineRun};
 
 use crate::context::Context;
 use crate::lineage::Lineage;
-use crate::list_strategy::ListStrategy;
+use crate::list_strategy::{ListStrategy, Refusals};
 use crate::metrics::Metrics;
 use crate::run_index::RunIndex;
 use crate::shard::Shard;
@@ -43,13 +43,13 @@ pub fn runs(
     index: RunIndex,
     metrics: Arc<Metrics>,
     shard: &Shard,
-    strategy: ListStrategy,
+    (strategy, refusals): (ListStrategy, Refusals),
     lineage: Option<Arc<Lineage>>,
 ) -> impl Stream<Item = Result<PipelineRun, watcher::Error>> + Send + 'static {
     watcher(api, strategy.config().labels(&shard.run_selector()))
         .backoff(WatchBackoff::default())
-        .inspect(move |ev| {
-            if let Ok(ev) = ev {
+        .inspect(move |ev| match ev {
+            Ok(ev) => {
                 if let Some(done) = index.apply(ev) {
                     metrics.run_finished(&done.namespace, &done.modelsync, done.result);
                 }
@@ -57,6 +57,7 @@ pub fn runs(
                     lineage.observe(ev);
                 }
             }
+            Err(e) => refusals.observe(e),
         })
         .touched_objects()
 }
@@ -77,7 +78,7 @@ pub fn controller(
     api: Api<ModelSync>,
     runs: impl Stream<Item = Result<PipelineRun, watcher::Error>> + Send + 'static,
     ctx: Arc<Context>,
-    strategy: ListStrategy,
+    (strategy, refusals): (ListStrategy, Refusals),
 ) -> (Controller<ModelSync>, Arc<AtomicBool>) {
     let (store, writer) = reflector::store::<ModelSync>();
     let listed = Arc::new(AtomicBool::new(false));
@@ -104,6 +105,7 @@ pub fn controller(
                     .forget_modelsync(&ms.namespace().unwrap_or_default(), &ms.name_any());
             }
             Ok(watcher::Event::InitDone) => mark_listed.store(true, Ordering::Release),
+            Err(e) => refusals.observe(e),
             _ => {}
         })
         .touched_objects()

@@ -933,3 +933,27 @@ async fn runs_within_one_second_are_ordered_by_their_decision_time() {
     )
     .await;
 }
+
+/// `--initial-list paged` skips the streaming-list probe (the server here serves streaming
+/// lists, so auto would choose them), says so, and the controller still polls and writes
+/// status: the paged cold start the benchmarks compare against streaming is a working one.
+#[tokio::test]
+async fn initial_list_paged_is_forced_and_still_reconciles() {
+    let env = Env::new("e2e-paged").await;
+    let lambda = Lambda::start(env.logs.path()).await;
+    lambda.answer("idle", json!({"needsSync": false})).await;
+    env.apply(modelsync("paged", &lambda.url("idle"), json!({})))
+        .await;
+    let controller = env.controller_with(&["--initial-list", "paged"]);
+    env.eventually(WAIT, "a decision under paged lists", || async {
+        env.get("paged").await.status?.last_decision
+    })
+    .await;
+    let log = controller.log();
+    assert!(
+        log.contains("initial lists: paged (--initial-list paged)"),
+        "no paged-lists line in the controller's log:\n{}",
+        controller.log_tail()
+    );
+    assert!(!log.contains("initial lists: streaming"), "{log}");
+}

@@ -11,7 +11,8 @@ use crate::release;
 pub struct BenchArgs {
     /// Arguments for modelsync-bench: benchmark names (decision, scale, memory, lambdas,
     /// mirror, push, writes, scale-100k, scale-100k-shards; default all but writes, which
-    /// decision includes, and the two 100k ones) and options such as `--runs 3`.
+    /// decision includes, and the two 100k ones) and options such as `--runs 3`,
+    /// `--scale-sizes 1000` or `--initial-list paged`.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
 }
