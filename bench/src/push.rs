@@ -117,6 +117,22 @@ async fn until<T, F: Future<Output = Option<T>>>(what: &str, check: impl Fn() ->
     }
 }
 
+/// What the deployer's lambda answers now, for an error: a missing run is most often an answer
+/// that never said yes, and its reason says why.
+async fn answer(http: &reqwest::Client, lambdas: &str) -> String {
+    let asked = async {
+        http.get(format!("{lambdas}/deploy"))
+            .send()
+            .await?
+            .text()
+            .await
+    };
+    match asked.await {
+        Ok(body) => format!("the lambda answers {body}"),
+        Err(e) => format!("the lambda could not be asked: {e}"),
+    }
+}
+
 /// The deployer's answer says no at `commit`, and the ModelSync has no run active.
 async fn settled(
     http: &reqwest::Client,
@@ -239,10 +255,14 @@ pub async fn run(opts: &Opts) -> Result<Vec<Figure>> {
             commit = repo.push(&[(&format!("models/{id}.yaml"), &model(&id))], &id)?;
             let pushed = Instant::now();
             webhook(&http, &lambdas, &commit).await?;
-            let (at, run) = until(&format!("a run for {id}"), || async {
+            let waited = until(&format!("a run for {id}"), || async {
                 seen.lock().unwrap().get(&id).cloned()
             })
-            .await?;
+            .await;
+            let (at, run) = match waited {
+                Ok(found) => found,
+                Err(e) => bail!("{e}; {}", answer(&http, &lambdas).await),
+            };
             lat.push(at.saturating_duration_since(pushed).as_secs_f64() * 1000.0);
             tekton::finish(&client, NS, &run, RunEnd::Succeeded).await?;
             // The bump PR merged: the pin follows, and the deployer goes back to no.

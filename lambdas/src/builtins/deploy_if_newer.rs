@@ -129,6 +129,28 @@ mod tests {
     }
 
     #[test]
+    fn a_tenth_record_with_the_same_created_is_newer_than_the_ninth() {
+        // The push benchmark's state at its tenth sample: m9 pinned, m10 pushed, one timestamp.
+        let ids: Vec<String> = (0..=10).map(|i| format!("m{i}")).collect();
+        let same: Vec<(&str, &str)> = ids
+            .iter()
+            .map(|id| (id.as_str(), "2099-01-01T00:00:00Z"))
+            .collect();
+        let file = "kind: ConfigMap\ndata:\n  model: m9\n";
+        let a = decide(
+            &Stores::example(),
+            &models(&same),
+            &pin(),
+            &Ok(file.into()),
+            "abc",
+        )
+        .answer
+        .unwrap();
+        assert!(a.needs_sync, "{:?}", a.reason);
+        assert_eq!(a.parameters["model"], "m10".into());
+    }
+
+    #[test]
     fn equal_ids_mean_no() {
         let m = models(&[("m1", "2026-01-01T00:00:00Z")]);
         let a = decide(&Stores::example(), &m, &pin(), &Ok(FILE.into()), "abc")

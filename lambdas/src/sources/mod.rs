@@ -1,6 +1,7 @@
 //! Where the lambdas learn which models exist: records in the mirrored repository, or MLflow's
 //! model registry.
 
+pub mod id_order;
 pub mod mlflow;
 pub mod records;
 
@@ -25,11 +26,14 @@ pub struct ModelRecord {
     pub metrics: BTreeMap<String, f64>,
 }
 
-/// The newest model: greatest `created`, ties broken by the greater id so the choice is stable.
+/// The newest model: greatest `created`, ties broken by the greater id in [`id_order`] (`m10`
+/// after `m9`) so the choice is stable and follows the numbering.
 pub fn newest(models: &[ModelRecord]) -> Option<&ModelRecord> {
-    models
-        .iter()
-        .max_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)))
+    models.iter().max_by(|a, b| {
+        a.created
+            .cmp(&b.created)
+            .then_with(|| id_order::cmp(&a.id, &b.id))
+    })
 }
 
 /// What a source reported, as the built-ins read it: the models, or in words why the source
@@ -49,6 +53,15 @@ mod tests {
             data_revision: None,
             metrics: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn equal_created_numbered_ids_take_the_highest_number() {
+        // Records written by one script often share `created`: m10 came after m9.
+        let models: Vec<_> = (0..=10)
+            .map(|i| rec(&format!("m{i}"), "2099-01-01T00:00:00Z"))
+            .collect();
+        assert_eq!(newest(&models).unwrap().id, "m10");
     }
 
     #[test]
