@@ -368,11 +368,15 @@ pub fn plan(facts: &Facts<'_>) -> Plan {
             return plan;
         }
     };
+    let acted = &plan.schedule.acted;
     let requested_at = ms
         .annotations()
         .get(ANNOTATION_REQUESTED_AT)
         .filter(|v| prev.last_handled_requested_at.as_ref() != Some(*v))
+        .filter(|v| acted.requested_at.as_ref() != Some(*v))
         .cloned();
+    let spec_changed = prev.observed_generation != ms.metadata.generation
+        && acted.generation != ms.metadata.generation;
     let poll = plan.schedule.poll;
     // The settle period: the newest run finished less than one interval ago.
     let settle_until = runs
@@ -388,8 +392,13 @@ pub fn plan(facts: &Facts<'_>) -> Plan {
         active_runs: active.len(),
         poll_due: plan.schedule.poll_due(now.mono),
         requested: requested_at.is_some(),
-        spec_changed: prev.observed_generation != ms.metadata.generation,
+        spec_changed,
     });
+    // Every status this pass writes records the generation it saw.
+    plan.schedule.acted.generation = ms.metadata.generation;
+    // A status read from a stale cache must not carry an older handled request back into
+    // the status this pass writes.
+    obs.handled_requested_at = plan.schedule.acted.requested_at.clone();
     // Due instants count from the start of the pass: a pass can take seconds (a slow lambda,
     // a busy API server), and counting from its end would make every poll that much late.
     let jittered = jittered(interval, facts.jitter);
@@ -432,7 +441,10 @@ pub fn plan(facts: &Facts<'_>) -> Plan {
                     .min(now.mono);
                 plan.poll_lag = Some(now.mono - planned);
             }
-            obs.handled_requested_at = requested_at;
+            if requested_at.is_some() {
+                obs.handled_requested_at = requested_at.clone();
+                plan.schedule.acted.requested_at = requested_at;
+            }
             let last_run = runs.newest().map(|r| r.name.clone());
             match &facts.answer {
                 None => plan.ask = Some(AskLambda { last_run, timeout }),

@@ -1,5 +1,6 @@
 //! The controller's memory between passes, per ModelSync: when it is next due, how its lambda
-//! has been failing, and the run it just created that the watch has not shown yet. In memory
+//! has been failing, the run it just created that the watch has not shown yet, and the request
+//! and spec generation it has acted on before its status write shows in the cache. In memory
 //! only: after a restart every ModelSync is due at once, which is what a cold start should do,
 //! and runs are found again through the watch.
 
@@ -62,6 +63,19 @@ pub struct Entry {
     /// `None` until this process has asked the lambda once: then the ModelSync is due.
     pub poll: Option<PollState>,
     pub pending: Option<PendingRun>,
+    /// What this process has acted on, by its own record rather than the status it wrote.
+    pub acted: Acted,
+}
+
+/// The `requested-at` value and the spec generation a pass of this process has acted on. The
+/// status write that records them reaches the watch cache a little later, and a pass started
+/// in between (a run's event) reads the ModelSync as it was: without this, it would take the
+/// same request (or spec change) as new, ask again and, when the run it caused has already
+/// finished, start a second run for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Acted {
+    pub requested_at: Option<String>,
+    pub generation: Option<i64>,
 }
 
 impl Entry {

@@ -89,6 +89,7 @@ fn polled(next_due: i64, failures: u32) -> Entry {
             failures,
         }),
         pending: None,
+        acted: Default::default(),
     }
 }
 
@@ -252,6 +253,44 @@ fn a_request_or_a_spec_change_asks_even_while_settling() {
         plan.observation.handled_requested_at.as_deref(),
         Some("now")
     );
+}
+
+/// A pass started by a run's event before the cache shows the status write that handled a
+/// request (or a spec change) reads the old status: it must not take the request as new. The
+/// run that request started has already finished (a quick run), so asking again could start a
+/// second one for the same request.
+#[test]
+fn a_handled_request_or_spec_change_is_not_taken_again_from_a_stale_status() {
+    let mut requested = modelsync(json!({}));
+    requested
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(ANNOTATION_REQUESTED_AT.into(), "t1".into());
+    let mut changed = modelsync(json!({}));
+    changed.metadata.generation = Some(2);
+    for ms in [&requested, &changed] {
+        let first = plan(&facts(ms, vec![], polled(30, 0), at(0)));
+        assert!(first.ask.is_some(), "the request or change is asked about once");
+        // The run it started finished at once; the cache still shows the status from before.
+        let finished = vec![run("r1", RunResult::Succeeded, Some(1), "m1")];
+        let again = plan(&facts(ms, finished, first.schedule.clone(), at(2)));
+        assert!(
+            again.ask.is_none(),
+            "a stale status made the same request look new: {:?}",
+            again.observation
+        );
+    }
+    // A new request after it is still new.
+    let first = plan(&facts(&requested, vec![], polled(30, 0), at(0)));
+    let mut newer = requested.clone();
+    newer
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(ANNOTATION_REQUESTED_AT.into(), "t2".into());
+    let finished = vec![run("r1", RunResult::Succeeded, Some(1), "m1")];
+    assert!(plan(&facts(&newer, finished, first.schedule, at(2))).ask.is_some());
 }
 
 #[test]
