@@ -271,7 +271,10 @@ fn a_handled_request_or_spec_change_is_not_taken_again_from_a_stale_status() {
     changed.metadata.generation = Some(2);
     for ms in [&requested, &changed] {
         let first = plan(&facts(ms, vec![], polled(30, 0), at(0)));
-        assert!(first.ask.is_some(), "the request or change is asked about once");
+        assert!(
+            first.ask.is_some(),
+            "the request or change is asked about once"
+        );
         // The run it started finished at once; the cache still shows the status from before.
         let finished = vec![run("r1", RunResult::Succeeded, Some(1), "m1")];
         let again = plan(&facts(ms, finished, first.schedule.clone(), at(2)));
@@ -290,7 +293,11 @@ fn a_handled_request_or_spec_change_is_not_taken_again_from_a_stale_status() {
         .get_or_insert_default()
         .insert(ANNOTATION_REQUESTED_AT.into(), "t2".into());
     let finished = vec![run("r1", RunResult::Succeeded, Some(1), "m1")];
-    assert!(plan(&facts(&newer, finished, first.schedule, at(2))).ask.is_some());
+    assert!(
+        plan(&facts(&newer, finished, first.schedule, at(2)))
+            .ask
+            .is_some()
+    );
 }
 
 #[test]
