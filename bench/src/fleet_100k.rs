@@ -99,14 +99,11 @@ async fn reading(opts: &Opts, shape: Shape, controllers: &[Vec<String>]) -> Resu
 /// server's own start took is printed beside it.
 async fn warm(client: &kube::Client) -> Result<()> {
     let started = Instant::now();
-    let runs = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
-        "tekton.dev",
-        "v1",
-        "PipelineRun",
-    ));
     let modelsyncs: kube::Api<ModelSync> = kube::Api::all(client.clone());
-    let pipelineruns: kube::Api<kube::api::DynamicObject> =
-        kube::Api::all_with(client.clone(), &runs);
+    let pipelineruns: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(
+        client.clone(),
+        &modelsync_testenv::tekton::pipelinerun_resource(),
+    );
     let wp = kube::api::WatchParams::default()
         .fields("metadata.name=.bench-warm-probe")
         .timeout(1);

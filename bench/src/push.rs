@@ -272,16 +272,13 @@ pub async fn run(opts: &Opts) -> Result<Vec<Figure>> {
             commit = repo.push(&[("manifests/model.yaml", &pin(&id))], &format!("pin {id}"))?;
             webhook(&http, &lambdas, &commit).await?;
             if let Err(e) = settled(&http, &lambdas, &modelsyncs, &commit).await {
-                let status = modelsyncs
-                    .get("deployer")
-                    .await
-                    .map(|m| serde_json::to_string_pretty(&m.status).unwrap_or_default())
-                    .unwrap_or_else(|e| e.to_string());
-                let annotations = modelsyncs
-                    .get("deployer")
-                    .await
-                    .map(|m| format!("{:?}", m.metadata.annotations))
-                    .unwrap_or_default();
+                let (annotations, status) = match modelsyncs.get("deployer").await {
+                    Ok(m) => (
+                        format!("{:?}", m.metadata.annotations),
+                        serde_json::to_string_pretty(&m.status).unwrap_or_default(),
+                    ),
+                    Err(e) => (String::new(), e.to_string()),
+                };
                 bail!(
                     "{e} (sample {id}); annotations {annotations}\nstatus: {status}\ncontroller log:\n{}",
                     controller.log_tail()

@@ -86,9 +86,13 @@ async fn helm_takes_over_the_kustomize_install_and_its_controller_starts_runs() 
         .collect::<Vec<_>>();
 
     let chart = repo_root().join("charts/modelsync");
-    let out = std::process::Command::new(&helm)
-        .arg("--kubeconfig")
-        .arg(&s.kubeconfig)
+    // Every helm call goes to the node's API server.
+    let helm_on_node = || {
+        let mut command = std::process::Command::new(&helm);
+        command.arg("--kubeconfig").arg(&s.kubeconfig);
+        command
+    };
+    let out = helm_on_node()
         .args(["upgrade", "--install", RELEASE])
         .arg(&chart)
         .args(["--namespace", NAMESPACE, "--take-ownership", "--wait"])
@@ -105,9 +109,7 @@ async fn helm_takes_over_the_kustomize_install_and_its_controller_starts_runs() 
         describe(&s.kubeconfig, NAMESPACE)
     );
 
-    let status = std::process::Command::new(&helm)
-        .arg("--kubeconfig")
-        .arg(&s.kubeconfig)
+    let status = helm_on_node()
         .args(["status", RELEASE, "--namespace", NAMESPACE, "-o", "json"])
         .output()
         .unwrap();
