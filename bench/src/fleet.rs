@@ -394,7 +394,11 @@ pub async fn run(opts: &Opts) -> Result<Vec<Figure>> {
     }
     let mut fleets: Vec<(usize, Vec<Reading>)> = Vec::new();
     let mut have = 0;
-    for n in opts.scale_sizes.iter().copied() {
+    let sizes = match opts.scale_sizes.as_slice() {
+        [] => &[1000, 10_000][..],
+        given => given,
+    };
+    for n in sizes.iter().copied() {
         if n < have {
             bail!("--scale-sizes must grow ({have} then {n}): each size adds to the fleet before");
         }

@@ -5,6 +5,7 @@
 mod cold_start;
 mod decision;
 mod env;
+mod first_start;
 mod fleet;
 mod fleet_100k;
 mod lambdas;
@@ -36,9 +37,10 @@ struct Cli {
     /// controller's own, auto), to compare paged and streaming cold starts on one build.
     #[arg(long, env = "MODELSYNC_BENCH_INITIAL_LIST", value_parser = ["auto", "streaming", "paged"])]
     initial_list: Option<String>,
-    /// Fleet sizes `scale` (and `memory`) measure, comma-separated; fewer or smaller ones for a
-    /// quick check on a busy machine (1000 alone takes about two minutes).
-    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    /// Fleet sizes `scale` (and `memory`) measure, comma-separated (default 1000,10000); fewer
+    /// or smaller ones for a quick check on a busy machine (1000 alone takes about two
+    /// minutes). `first-start` measures the first size given (default 20000).
+    #[arg(long, value_delimiter = ',')]
     scale_sizes: Vec<usize>,
 }
 
@@ -56,6 +58,10 @@ enum Bench {
     Memory,
     Lambdas,
     Mirror,
+    /// The first start on a new fleet without statuses, one controller and 4 shards (not in
+    /// the default set: it makes two fleets).
+    #[value(name = "first-start")]
+    FirstStart,
     /// Only the API writes per run life, which `decision` also counts.
     Writes,
     Push,
@@ -110,6 +116,7 @@ fn main() -> anyhow::Result<()> {
                 Bench::Scale100kShards => {
                     fleet_100k::run(&opts, fleet_100k::Replicas::Shards).await
                 }
+                Bench::FirstStart => first_start::run(&opts).await,
                 Bench::Lambdas => lambdas::run(&opts).await,
                 Bench::Mirror => mirror::run(&opts).await,
                 Bench::Push => push::run(&opts).await,
