@@ -202,6 +202,9 @@ pub async fn record_collected(ms: &ModelSync, ctx: &Context, run: &RunRecord) {
 
 /// What [`write_status`] left on the server: the status, and the events it published.
 pub struct Written {
+    /// The status it compared with (the cache's, or this process's last write while the
+    /// cache lags behind it).
+    pub before: ModelSyncStatus,
     pub status: ModelSyncStatus,
     pub events: Vec<status::EventSpec>,
 }
@@ -213,10 +216,15 @@ pub async fn write_status(
     obs: &Observation,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Written, Error> {
-    let prev: ModelSyncStatus = ms.status.clone().unwrap_or_default();
+    let uid = ms.uid().unwrap_or_default();
+    let version = ms.resource_version();
+    let prev = ctx
+        .written
+        .current(&uid, version.as_deref(), ms.status.as_ref());
     let next = status::next_status(&prev, obs, now);
     if next == prev {
         return Ok(Written {
+            before: prev.clone(),
             status: prev,
             events: Vec::new(),
         });
@@ -239,6 +247,7 @@ pub async fn write_status(
     ctx.metrics
         .api_write("modelsyncs/status", "patch", write_result(&result, &[]));
     result.map_err(kube_err(format!("writing the status of {ns}/{name}")))?;
+    ctx.written.wrote(&uid, version.as_deref(), &next);
     ctx.metrics.status_written(std::time::SystemTime::now());
 
     let me = ms.object_ref(&());
@@ -261,6 +270,7 @@ pub async fn write_status(
         }
     }
     Ok(Written {
+        before: prev,
         status: next,
         events,
     })

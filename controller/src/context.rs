@@ -1,5 +1,5 @@
 //! What every pass shares: the API client, the run index, the lambda clients, the event
-//! recorder, the metrics, the schedule and the notification queue.
+//! recorder, the metrics, the schedule, the notification queue and the statuses written.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -13,6 +13,7 @@ use crate::notify::Notifier;
 use crate::run_index::RunIndex;
 use crate::schedule::Schedule;
 use crate::shard::Shard;
+use crate::written_status::WrittenStatuses;
 
 /// Everything a pass needs, shared by all passes.
 pub struct Context {
@@ -27,6 +28,8 @@ pub struct Context {
     /// nowhere (deleted by hand; see [`crate::shard`]): not looked for again by this process.
     missing_runs: Mutex<HashMap<String, BTreeSet<String>>>,
     pub notifier: Notifier,
+    /// Statuses written that the cache may not show yet.
+    pub written: WrittenStatuses,
 }
 
 impl Context {
@@ -49,6 +52,7 @@ impl Context {
             shard,
             missing_runs: Mutex::default(),
             notifier,
+            written: WrittenStatuses::default(),
         }
     }
 
@@ -57,6 +61,7 @@ impl Context {
     pub fn forget(&self, uid: &str) {
         self.schedule.forget(uid);
         self.notifier.forget(uid);
+        self.written.forget(uid);
         self.missing().remove(uid);
     }
 

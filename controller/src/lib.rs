@@ -31,6 +31,7 @@ pub mod status;
 pub mod template;
 pub mod watch_backoff;
 pub mod watches;
+pub mod written_status;
 
 mod controller;
 

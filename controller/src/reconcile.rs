@@ -128,7 +128,7 @@ async fn reconcile_pass(ms: &ModelSync, ctx: &Context) -> Result<Action, Error> 
         let ready = |s: Option<&ModelSyncStatus>| {
             s.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned())
         };
-        let (before, after) = (ready(ms.status.as_ref()), ready(Some(&written.status)));
+        let (before, after) = (ready(Some(&written.before)), ready(Some(&written.status)));
         let notices = notify::decide(&notify::PassFacts {
             namespace: &ns,
             name: &name,
