@@ -56,6 +56,28 @@ pub async fn start_controller_with(
     Ok(controller)
 }
 
+/// One controller per entry of `flags` (its extra flags), started together, with their pids.
+pub async fn start_controllers(
+    cp: &ControlPlane,
+    bin: &Path,
+    ns: &str,
+    logs: &Path,
+    flags: &[Vec<String>],
+) -> Result<(Vec<Controller>, Vec<u32>)> {
+    let running = futures::future::try_join_all(
+        flags
+            .iter()
+            .map(|extra| start_controller_with(cp, bin, ns, logs, extra)),
+    )
+    .await?;
+    let pids = running
+        .iter()
+        .map(|c| c.pid())
+        .collect::<Option<Vec<u32>>>()
+        .ok_or_else(|| anyhow::anyhow!("controller pid not found"))?;
+    Ok((running, pids))
+}
+
 /// CPU seconds (user + system) a process has used so far.
 pub fn cpu_seconds(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;

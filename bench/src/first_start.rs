@@ -72,17 +72,8 @@ async fn reading(opts: &Opts, n: usize, shards: usize) -> Result<Reading> {
     let cp_cpu = || -> Result<f64> { cp_pids.iter().map(|p| env::cpu_seconds(*p)).sum() };
     let cp0 = cp_cpu()?;
     let started = Instant::now();
-    let running = futures::future::try_join_all(
-        flags
-            .iter()
-            .map(|extra| env::start_controller_with(&cp, &opts.modelsync, NS, logs.path(), extra)),
-    )
-    .await?;
-    let pids = running
-        .iter()
-        .map(|c| c.pid())
-        .collect::<Option<Vec<u32>>>()
-        .ok_or_else(|| anyhow::anyhow!("controller pid not found"))?;
+    let (running, pids) =
+        env::start_controllers(&cp, &opts.modelsync, NS, logs.path(), &flags).await?;
     let mut last_report = Instant::now();
     loop {
         let asked = lambda.calls.lock().unwrap().len();

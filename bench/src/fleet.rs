@@ -206,17 +206,7 @@ pub async fn measure_with(
         .iter()
         .map(|extra| extra.iter().chain(&chosen).cloned().collect())
         .collect();
-    let running = futures::future::try_join_all(
-        flags
-            .iter()
-            .map(|extra| env::start_controller_with(cp, &opts.modelsync, ns, logs, extra)),
-    )
-    .await?;
-    let pids = running
-        .iter()
-        .map(|c| c.pid())
-        .collect::<Option<Vec<u32>>>()
-        .ok_or_else(|| anyhow::anyhow!("controller pid not found"))?;
+    let (running, pids) = env::start_controllers(cp, &opts.modelsync, ns, logs, &flags).await?;
     let cpu = |pids: &[u32]| -> Result<f64> { pids.iter().map(|p| env::cpu_seconds(*p)).sum() };
     // Cold start: until every ModelSync was asked once.
     let deadline = Instant::now() + Duration::from_secs(900);
