@@ -33,12 +33,12 @@ struct Reading {
     control_plane_cores: f64,
 }
 
-/// ModelSync status writes the API server has served. Read from the API server rather than
-/// the controllers: their metrics carry series per ModelSync, and scraping 100,000 of them
-/// every second would load the machine being measured.
-async fn status_writes(cp: &modelsync_testenv::ControlPlane, client: &kube::Client) -> Result<f64> {
-    Ok(env::counter_sum(
-        &env::apiserver_metrics(cp, client).await?,
+/// ModelSync status writes the API server has served, from its metrics. Read from the API
+/// server rather than the controllers: their metrics carry series per ModelSync, and scraping
+/// 100,000 of them every second would load the machine being measured.
+fn status_writes(apiserver_metrics: &str) -> f64 {
+    env::counter_sum(
+        apiserver_metrics,
         "apiserver_request_total{",
         &[
             "resource=\"modelsyncs\"",
@@ -46,7 +46,7 @@ async fn status_writes(cp: &modelsync_testenv::ControlPlane, client: &kube::Clie
             "code=\"200\"",
         ],
         &[],
-    ))
+    )
 }
 
 async fn reading(opts: &Opts, n: usize, shards: usize) -> Result<Reading> {
@@ -62,12 +62,9 @@ async fn reading(opts: &Opts, n: usize, shards: usize) -> Result<Reading> {
     };
     fleet::populate_shaped(&client, NS, 0, n, &lambda.url, shape).await?;
     let logs = tempfile::tempdir()?;
-    let flags: Vec<Vec<String>> = match shards {
-        0 => vec![vec![]],
-        k => (0..k).map(|i| vec![format!("--shard=s{i}")]).collect(),
-    };
+    let flags = shape.controllers();
     let before = env::apiserver_metrics(&cp, &client).await?;
-    let written0 = status_writes(&cp, &client).await?;
+    let written0 = status_writes(&before);
     let cp_pids = cp.pids();
     let cp_cpu = || -> Result<f64> { cp_pids.iter().map(|p| env::cpu_seconds(*p)).sum() };
     let cp0 = cp_cpu()?;
@@ -77,7 +74,7 @@ async fn reading(opts: &Opts, n: usize, shards: usize) -> Result<Reading> {
     let mut last_report = Instant::now();
     loop {
         let asked = lambda.calls.lock().unwrap().len();
-        let written = status_writes(&cp, &client).await? - written0;
+        let written = status_writes(&env::apiserver_metrics(&cp, &client).await?) - written0;
         if asked >= n && written >= n as f64 {
             break;
         }

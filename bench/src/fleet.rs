@@ -71,6 +71,14 @@ pub struct Shape {
 }
 
 impl Shape {
+    /// One controller's extra flags per shard (`--shard=s<i>`), or one plain controller.
+    pub fn controllers(&self) -> Vec<Vec<String>> {
+        match self.shards {
+            0 => vec![vec![]],
+            k => (0..k).map(|i| vec![format!("--shard=s{i}")]).collect(),
+        }
+    }
+
     fn shard_of(&self, i: usize) -> Option<String> {
         (self.shards > 0).then(|| format!("s{}", i % self.shards))
     }

@@ -80,7 +80,7 @@ async fn fleet(shape: Shape) -> Result<(modelsync_testenv::ControlPlane, kube::C
     Ok((cp, client))
 }
 
-async fn reading(opts: &Opts, shape: Shape, controllers: &[Vec<String>]) -> Result<Reading> {
+async fn reading(opts: &Opts, shape: Shape) -> Result<Reading> {
     let lambda = FastLambda::start_on(
         LAMBDA_PORT,
         Arc::new(|_: &str| json!({"needsSync": false, "reason": "bench"})),
@@ -89,7 +89,17 @@ async fn reading(opts: &Opts, shape: Shape, controllers: &[Vec<String>]) -> Resu
     let (cp, client) = fleet(shape).await?;
     warm(&client).await?;
     let logs = tempfile::tempdir()?;
-    fleet::measure_with(&cp, &client, opts, NS, N, &lambda, logs.path(), controllers).await
+    fleet::measure_with(
+        &cp,
+        &client,
+        opts,
+        NS,
+        N,
+        &lambda,
+        logs.path(),
+        &shape.controllers(),
+    )
+    .await
 }
 
 /// Waits until the API server serves watches of ModelSyncs and PipelineRuns from its watch
@@ -169,14 +179,12 @@ pub async fn run(opts: &Opts, replicas: Replicas) -> Result<Vec<Figure>> {
     let mut readings = Vec::new();
     if replicas == Replicas::One {
         for _ in 0..opts.runs {
-            readings.push(reading(opts, one, &[vec![]]).await?);
+            readings.push(reading(opts, one).await?);
         }
         return Ok(figures("100k, one controller", &readings, 1024.0));
     }
-    let shard_flags: Vec<Vec<String>> =
-        (0..SHARDS).map(|i| vec![format!("--shard=s{i}")]).collect();
     for _ in 0..opts.runs {
-        readings.push(reading(opts, sharded, &shard_flags).await?);
+        readings.push(reading(opts, sharded).await?);
     }
     Ok(figures("100k, 4 shards of 25k", &readings, 300.0))
 }

@@ -224,8 +224,8 @@ pub async fn write_status(
     let next = status::next_status(&prev, obs, now);
     if next == prev {
         return Ok(Written {
-            before: prev.clone(),
-            status: prev,
+            before: prev,
+            status: next,
             events: Vec::new(),
         });
     }
