@@ -38,6 +38,9 @@ pub struct Elector {
 /// How often a holder retries a renewal that failed.
 const RENEW_RETRY: Duration = Duration::from_secs(1);
 
+/// How many times a stopping holder tries to release the Lease when its write conflicts.
+const RELEASE_ATTEMPTS: u32 = 3;
+
 /// How long after the start of its last good renewal a holder stops leading: two thirds of the
 /// lease duration (client-go's 10 s of 15 s).
 pub fn renew_deadline(lease_duration: Duration) -> Duration {
@@ -241,25 +244,16 @@ impl Elector {
     /// Gives the Lease up if this process holds it, so another replica need not wait for it
     /// to expire. Best effort: a failure is logged, and the Lease then expires as usual.
     pub async fn release(&self) {
-        let result = async {
-            let Some(mut lease) = self.api.get_opt(&self.name).await? else {
-                return Ok(false);
-            };
-            let Some(spec) = lease.spec.as_mut() else {
-                return Ok(false);
-            };
-            if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
-                return Ok(false);
+        // A renewal aborted on its way out may still land between this read and this write;
+        // the write then conflicts, and reading again sees the Lease still ours.
+        let mut attempts = 0;
+        let result = loop {
+            attempts += 1;
+            match self.try_release().await {
+                Err(kube::Error::Api(s)) if s.code == 409 && attempts < RELEASE_ATTEMPTS => {}
+                other => break other,
             }
-            spec.holder_identity = None;
-            spec.renew_time = Some(now());
-            spec.lease_duration_seconds = Some(1);
-            self.api
-                .replace(&self.name, &PostParams::default(), &lease)
-                .await
-                .map(|_| true)
-        }
-        .await;
+        };
         match result {
             Ok(true) => info!(lease = %self.name, "released the lease"),
             Ok(false) => {}
@@ -267,6 +261,25 @@ impl Elector {
                 warn!(lease = %self.name, "could not release the lease; it expires in {:?}: {e}", self.lease_duration)
             }
         }
+    }
+
+    async fn try_release(&self) -> Result<bool, kube::Error> {
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+            return Ok(false);
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return Ok(false);
+        };
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return Ok(false);
+        }
+        spec.holder_identity = None;
+        spec.renew_time = Some(now());
+        spec.lease_duration_seconds = Some(1);
+        self.api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+            .map(|_| true)
     }
 }
 

@@ -709,7 +709,7 @@ async fn a_leader_stopped_by_sigterm_releases_the_lease_for_the_next_at_once() {
         "--leader-elect",
         &format!("--leader-election-namespace={}", env.ns),
     ];
-    let first = env.controller_with(&flags);
+    let mut first = env.controller_with(&flags);
     env.eventually(WAIT, "a leader", || async {
         first.log().contains("became leader").then_some(())
     })
@@ -719,9 +719,8 @@ async fn a_leader_stopped_by_sigterm_releases_the_lease_for_the_next_at_once() {
         second.log().contains("another replica leads").then_some(())
     })
     .await;
-    // Dropping the first sends it SIGTERM and waits for it to exit.
     let stopped = std::time::Instant::now();
-    drop(first);
+    first.stop();
     env.eventually(WAIT, "the second replica leading", || async {
         second.log().contains("became leader").then_some(())
     })
@@ -730,8 +729,10 @@ async fn a_leader_stopped_by_sigterm_releases_the_lease_for_the_next_at_once() {
     // renewal it saw.
     assert!(
         stopped.elapsed() < Duration::from_secs(12),
-        "took {:?} to take over a released lease",
-        stopped.elapsed()
+        "took {:?} to take over a released lease\nfirst:\n{}\nsecond:\n{}",
+        stopped.elapsed(),
+        first.log_tail(),
+        second.log_tail()
     );
 }
 
