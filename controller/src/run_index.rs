@@ -13,7 +13,39 @@ use modelsync_api::modelsync::{LABEL_NAME, RunResult};
 use crate::runs::RunRecord;
 
 type Key = (String, String);
-type Runs = HashMap<Key, HashMap<String, Arc<RunRecord>>>;
+
+/// Runs by owner, and how many in all: the count is read on every pass (a metric), and
+/// summing a 100,000-owner map there made each poll round quadratic.
+#[derive(Default)]
+struct Runs {
+    by_owner: HashMap<Key, HashMap<String, Arc<RunRecord>>>,
+    count: usize,
+}
+
+impl Runs {
+    fn get(&self, k: &Key, name: &str) -> Option<&Arc<RunRecord>> {
+        self.by_owner.get(k).and_then(|m| m.get(name))
+    }
+
+    fn put(&mut self, k: Key, record: RunRecord) {
+        let runs = self.by_owner.entry(k).or_default();
+        if runs.insert(record.name.clone(), Arc::new(record)).is_none() {
+            self.count += 1;
+        }
+    }
+
+    fn remove(&mut self, k: &Key, name: &str) {
+        let Some(runs) = self.by_owner.get_mut(k) else {
+            return;
+        };
+        if runs.remove(name).is_some() {
+            self.count -= 1;
+        }
+        if runs.is_empty() {
+            self.by_owner.remove(k);
+        }
+    }
+}
 
 #[derive(Default)]
 struct Inner {
@@ -58,15 +90,9 @@ pub fn finished(prev: Option<&RunRecord>, next: &RunRecord) -> Option<RunResult>
 fn insert(runs: &mut Runs, known: Option<&Runs>, run: &PipelineRun) -> Option<Finished> {
     let k = key(run)?;
     let record = RunRecord::from(run);
-    let prev = known
-        .unwrap_or(runs)
-        .get(&k)
-        .and_then(|m| m.get(&record.name))
-        .cloned();
+    let prev = known.unwrap_or(runs).get(&k, &record.name).cloned();
     let result = finished(prev.as_deref(), &record);
-    runs.entry(k.clone())
-        .or_default()
-        .insert(record.name.clone(), Arc::new(record));
+    runs.put(k.clone(), record);
     result.map(|result| Finished {
         namespace: k.0,
         modelsync: k.1,
@@ -89,16 +115,10 @@ impl RunIndex {
             Event::Apply(run) => return insert(&mut inner.runs, None, run),
             Event::Delete(run) => {
                 if let Some(k) = key(run) {
-                    let now_empty = inner.runs.get_mut(&k).is_some_and(|m| {
-                        m.remove(&run.name_any());
-                        m.is_empty()
-                    });
-                    if now_empty {
-                        inner.runs.remove(&k);
-                    }
+                    inner.runs.remove(&k, &run.name_any());
                 }
             }
-            Event::Init => inner.relist = Some(Runs::new()),
+            Event::Init => inner.relist = Some(Runs::default()),
             // Runs that finished during a watch gap are compared with the index being replaced.
             Event::InitApply(run) => {
                 return match inner.relist.as_mut() {
@@ -121,6 +141,7 @@ impl RunIndex {
         let inner = self.inner.lock().expect("run index lock");
         inner
             .runs
+            .by_owner
             .get(&(namespace.to_owned(), name.to_owned()))
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default()
@@ -128,8 +149,7 @@ impl RunIndex {
 
     /// Number of runs indexed, for metrics.
     pub fn len(&self) -> usize {
-        let inner = self.inner.lock().expect("run index lock");
-        inner.runs.values().map(HashMap::len).sum()
+        self.inner.lock().expect("run index lock").runs.count
     }
 
     pub fn is_empty(&self) -> bool {
@@ -180,6 +200,31 @@ mod tests {
         idx.apply(&Event::InitDone);
         assert!(idx.runs_of("a", "m").is_empty());
         assert_eq!(idx.len(), 1);
+    }
+
+    #[test]
+    fn the_count_follows_updates_deletes_and_relists() {
+        let idx = RunIndex::default();
+        idx.apply(&Event::Apply(run("a", "m", "r1")));
+        idx.apply(&Event::Apply(run("a", "m", "r2")));
+        idx.apply(&Event::Apply(run("a", "n", "r3")));
+        // An update of a run already held is not another run.
+        idx.apply(&Event::Apply(run("a", "m", "r1")));
+        assert_eq!(idx.len(), 3);
+        // Deleting a run never seen, or twice, leaves the count alone.
+        idx.apply(&Event::Delete(run("a", "m", "gone")));
+        idx.apply(&Event::Delete(run("a", "n", "r3")));
+        idx.apply(&Event::Delete(run("a", "n", "r3")));
+        assert_eq!(idx.len(), 2);
+        // A relist counts only what it listed, and only once it is done.
+        idx.apply(&Event::Init);
+        for name in ["r1", "r4", "r5", "r6"] {
+            idx.apply(&Event::InitApply(run("b", "m", name)));
+        }
+        assert_eq!(idx.len(), 2);
+        idx.apply(&Event::InitDone);
+        assert_eq!(idx.len(), 4);
+        assert!(!idx.is_empty());
     }
 
     fn with_result(mut r: PipelineRun, status: &str) -> PipelineRun {
