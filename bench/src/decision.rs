@@ -162,36 +162,29 @@ async fn create_once(
     Ok(at.saturating_duration_since(t0).as_secs_f64() * 1000.0)
 }
 
-/// Creates `count` runs in a row directly. Latencies in ms.
+/// What a floor creator writes besides its creates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Floor {
+    /// Nothing: the creates alone.
+    Creates,
+    /// After each create, the other writes a decision causes, made the way the controller and
+    /// the Tekton stand-in make them: the start's status write and event while the run is
+    /// finished, then the end's status write, two events and the delete of the run before it.
+    /// They go on beside the next create, as the controller's do; only creates are timed.
+    WithDecisionWrites,
+}
+
+/// Creates `count` runs in a row directly, owned by `owner`. Latencies in ms.
 async fn create_directly(
     owner: Arc<ModelSync>,
     count: usize,
     tag: String,
     seen: Seen,
     client: kube::Client,
-) -> Result<Vec<f64>> {
-    let api = tekton::pipelineruns(&client, FLOOR_NS);
-    let mut lat = Vec::with_capacity(count);
-    for k in 0..count {
-        lat.push(create_once(&api, &owner, &format!("floor-{tag}-{k}"), &seen).await?);
-    }
-    Ok(lat)
-}
-
-/// Creates `count` runs in a row directly, each followed by the other writes a decision
-/// causes, made the way the controller and the Tekton stand-in make them: the start's status
-/// write and event while the run is finished, then the end's status write, two events and the
-/// delete of the run before it. Only the creates are timed (latencies in ms); the other writes
-/// go on beside the next create, as the controller's do.
-async fn create_with_writes(
-    owner: Arc<ModelSync>,
-    count: usize,
-    tag: String,
-    seen: Seen,
-    client: kube::Client,
+    floor: Floor,
 ) -> Result<Vec<f64>> {
     let runs = tekton::pipelineruns(&client, FLOOR_NS);
-    let writer = SideWriter {
+    let writer = (floor == Floor::WithDecisionWrites).then(|| SideWriter {
         owners: Api::namespaced(client.clone(), FLOOR_NS),
         runs: runs.clone(),
         recorder: Recorder::new(
@@ -202,14 +195,15 @@ async fn create_with_writes(
             },
         ),
         owner: owner.clone(),
-    };
+    });
     let mut lat = Vec::with_capacity(count);
-    let mut side = Vec::with_capacity(2 * count);
+    let mut side = Vec::new();
     let mut previous: Option<String> = None;
     for k in 0..count {
-        let model = format!("floor-w-{tag}-{k}");
-        let run = floor_body(&owner, &model)?.name_any();
+        let model = format!("floor-{tag}-{k}");
         lat.push(create_once(&runs, &owner, &model, &seen).await?);
+        let Some(writer) = &writer else { continue };
+        let run = floor_body(&owner, &model)?.name_any();
         side.push(tokio::spawn(writer.clone().write(run.clone(), 1, None)));
         tekton::finish(&client, FLOOR_NS, &run, RunEnd::Succeeded).await?;
         let collect = previous.replace(run.clone());
@@ -221,7 +215,7 @@ async fn create_with_writes(
     Ok(lat)
 }
 
-/// The writes around a decision's create, for [`create_with_writes`].
+/// The writes around a decision's create, for [`Floor::WithDecisionWrites`].
 #[derive(Clone)]
 struct SideWriter {
     owners: Api<ModelSync>,
@@ -353,6 +347,7 @@ pub async fn run(opts: &Opts) -> Result<Vec<Figure>> {
         "warm".into(),
         seen.clone(),
         client.clone(),
+        Floor::WithDecisionWrites,
     )
     .await?;
 
@@ -388,28 +383,23 @@ pub async fn run(opts: &Opts) -> Result<Vec<Figure>> {
                 )
             });
             lat.extend(futures::future::try_join_all(tasks).await?.concat());
-            tokio::time::sleep(SETTLE).await;
-            let tasks = (0..BURST).map(|i| {
-                create_directly(
-                    floor_owners[i].clone(),
-                    DECISIONS / BURST / BURST_ROUNDS,
-                    format!("burst{r}-{round}-{i}"),
-                    seen.clone(),
-                    client.clone(),
-                )
-            });
-            floor_lat.extend(futures::future::try_join_all(tasks).await?.concat());
-            tokio::time::sleep(SETTLE).await;
-            let tasks = (0..BURST).map(|i| {
-                create_with_writes(
-                    floor_owners[i].clone(),
-                    DECISIONS / BURST / BURST_ROUNDS,
-                    format!("burst{r}-{round}-{i}"),
-                    seen.clone(),
-                    client.clone(),
-                )
-            });
-            written_lat.extend(futures::future::try_join_all(tasks).await?.concat());
+            for (floor, series) in [
+                (Floor::Creates, &mut floor_lat),
+                (Floor::WithDecisionWrites, &mut written_lat),
+            ] {
+                tokio::time::sleep(SETTLE).await;
+                let tasks = floor_owners.iter().enumerate().map(|(i, owner)| {
+                    create_directly(
+                        owner.clone(),
+                        DECISIONS / BURST / BURST_ROUNDS,
+                        format!("{floor:?}-burst{r}-{round}-{i}"),
+                        seen.clone(),
+                        client.clone(),
+                        floor,
+                    )
+                });
+                series.extend(futures::future::try_join_all(tasks).await?.concat());
+            }
         }
         Series::push(&mut burst, &lat);
         Series::push(&mut burst_floor, &floor_lat);
