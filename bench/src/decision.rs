@@ -144,13 +144,13 @@ fn floor_body(owner: &ModelSync, model: &str) -> Result<DynamicObject> {
     Ok(serde_json::from_value(body)?)
 }
 
-/// Creates one run directly and awaits it in the watch. The latency in ms.
+/// Creates one run directly and awaits it in the watch. The latency in ms, and the run's name.
 async fn create_once(
     api: &Api<DynamicObject>,
     owner: &ModelSync,
     model: &str,
     seen: &Seen,
-) -> Result<f64> {
+) -> Result<(f64, String)> {
     let pp = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
@@ -158,8 +158,8 @@ async fn create_once(
     let body = floor_body(owner, model)?;
     let t0 = Instant::now();
     api.create(&pp, &body).await?;
-    let (at, _) = seen_run(seen, model).await?;
-    Ok(at.saturating_duration_since(t0).as_secs_f64() * 1000.0)
+    let (at, run) = seen_run(seen, model).await?;
+    Ok((at.saturating_duration_since(t0).as_secs_f64() * 1000.0, run))
 }
 
 /// What a floor creator writes besides its creates.
@@ -201,9 +201,9 @@ async fn create_directly(
     let mut previous: Option<String> = None;
     for k in 0..count {
         let model = format!("floor-{tag}-{k}");
-        lat.push(create_once(&runs, &owner, &model, &seen).await?);
+        let (ms, run) = create_once(&runs, &owner, &model, &seen).await?;
+        lat.push(ms);
         let Some(writer) = &writer else { continue };
-        let run = floor_body(&owner, &model)?.name_any();
         side.push(tokio::spawn(writer.clone().write(run.clone(), 1, None)));
         tekton::finish(&client, FLOOR_NS, &run, RunEnd::Succeeded).await?;
         let collect = previous.replace(run.clone());
@@ -363,7 +363,8 @@ pub async fn run(opts: &Opts) -> Result<Vec<Figure>> {
             lat.push(decide_once("d0", &model, &shared, &client).await?);
             tokio::time::sleep(SETTLE).await;
             let model = format!("floor-r{r}-{k}");
-            floor_lat.push(create_once(&floor_api, &floor_owner, &model, &seen).await?);
+            let (ms, _) = create_once(&floor_api, &floor_owner, &model, &seen).await?;
+            floor_lat.push(ms);
         }
         Series::push(&mut one, &lat);
         Series::push(&mut one_floor, &floor_lat);
